@@ -1,0 +1,112 @@
+"""The wire form of an event: the domain fact wrapped with who, when, why and where it belongs.
+
+One JSON object per JetStream message. The payload is the event's own fields; everything needed to
+route or audit it without knowing the payload sits beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pydantic_core
+from uuid6 import uuid7
+
+from domain.base import Aggregate, Event
+
+SUBJECT_PREFIX = "ev"
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """Why an event was recorded: the command's actor and its causation/correlation chain."""
+
+    actor: str = "system"
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """An event as read back from the stream, with the sequence that orders it globally."""
+
+    seq: int
+    event_id: str
+    type: str
+    schema_version: int
+    aggregate: str
+    aggregate_id: str
+    occurred_at: datetime
+    actor: str
+    correlation_id: str | None
+    causation_id: str | None
+    payload: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "event_id": self.event_id,
+            "type": self.type,
+            "schema_version": self.schema_version,
+            "aggregate": self.aggregate,
+            "aggregate_id": self.aggregate_id,
+            "occurred_at": self.occurred_at.isoformat(),
+            "actor": self.actor,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "payload": self.payload,
+        }
+
+
+def subject_for(aggregate: str, aggregate_id: str, event_type: str) -> str:
+    return f"{SUBJECT_PREFIX}.{aggregate}.{aggregate_id}.{event_type}"
+
+
+def aggregate_filter(aggregate: str, aggregate_id: str) -> str:
+    """The subject filter covering every event of one aggregate instance."""
+    return f"{SUBJECT_PREFIX}.{aggregate}.{aggregate_id}.*"
+
+
+def encode(
+    aggregate: str,
+    aggregate_id: str,
+    event: Event,
+    metadata: Metadata,
+    occurred_at: datetime | None = None,
+) -> bytes:
+    return pydantic_core.to_json(
+        {
+            "event_id": str(uuid7()),
+            "type": event.type_name(),
+            "schema_version": event.schema_version,
+            "aggregate": aggregate,
+            "aggregate_id": aggregate_id,
+            "occurred_at": occurred_at or datetime.now(UTC),
+            "actor": metadata.actor,
+            "correlation_id": metadata.correlation_id,
+            "causation_id": metadata.causation_id,
+            "payload": event,
+        }
+    )
+
+
+def decode(seq: int, data: bytes) -> RecordedEvent:
+    raw = pydantic_core.from_json(data)
+    return RecordedEvent(
+        seq=seq,
+        event_id=raw["event_id"],
+        type=raw["type"],
+        schema_version=raw["schema_version"],
+        aggregate=raw["aggregate"],
+        aggregate_id=raw["aggregate_id"],
+        occurred_at=datetime.fromisoformat(raw["occurred_at"]),
+        actor=raw["actor"],
+        correlation_id=raw["correlation_id"],
+        causation_id=raw["causation_id"],
+        payload=raw["payload"],
+    )
+
+
+def to_domain(aggregate: Aggregate[Any], recorded: RecordedEvent) -> Event:
+    return aggregate.event_type(recorded.type).model_validate(recorded.payload)

@@ -1,0 +1,265 @@
+"""The event store: one JetStream stream, one subject per event, one subject family per aggregate.
+
+Subjects are ``ev.<aggregate>.<id>.<EventType>``. Optimistic concurrency compares the stream
+sequence of the aggregate's last event (its *version*) through
+``Nats-Expected-Last-Subject-Sequence`` scoped to ``ev.<aggregate>.<id>.*``. Several events from
+one command go in one JetStream atomic batch (server >= 2.12, stream ``allow_atomic``), so they are
+stored all or none with consecutive sequences; a single event is a plain publish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.errors import APIError
+
+from adapters.envelope import (
+    SUBJECT_PREFIX,
+    Metadata,
+    RecordedEvent,
+    aggregate_filter,
+    decode,
+    encode,
+    subject_for,
+    to_domain,
+)
+from domain.base import Aggregate, Event
+
+S = TypeVar("S")
+
+WRONG_LAST_SEQUENCE = 10071
+BATCH_DUPLICATE_MSG_ID = 10201
+_READ_PAGE = 1000
+
+
+class EventStoreError(RuntimeError):
+    """JetStream refused an append for a reason other than concurrency or duplication."""
+
+
+class ConcurrencyConflict(EventStoreError):
+    """Another writer appended to the aggregate since its state was loaded."""
+
+
+class DuplicateAppend(EventStoreError):
+    """The idempotency key was used before; the first append stands."""
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    name: str = "JETFLOW"
+    replicas: int = 1
+    max_msg_size: int = 1024 * 1024
+    duplicate_window_s: float = 120.0
+    max_age_s: float = 0.0
+
+    def as_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "subjects": [f"{SUBJECT_PREFIX}.>"],
+            "retention": "limits",
+            "storage": "file",
+            "discard": "old",
+            "num_replicas": self.replicas,
+            "max_msg_size": self.max_msg_size,
+            "max_age": int(self.max_age_s * 1e9),
+            "duplicate_window": int(self.duplicate_window_s * 1e9),
+            "allow_direct": True,
+            "allow_atomic": True,
+        }
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    first_seq: int
+    last_seq: int
+    duplicate: bool = False
+
+
+class EventStore:
+    """Append to and read from the JetStream event stream."""
+
+    def __init__(self, nc: Client, settings: StreamSettings | None = None) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.settings = settings or StreamSettings()
+
+    @classmethod
+    async def connect(cls, url: str, settings: StreamSettings | None = None) -> EventStore:
+        store = cls(await nats.connect(url, name="jetflow-event-store"), settings)
+        await store.ensure_stream()
+        return store
+
+    async def close(self) -> None:
+        await self.nc.drain()
+
+    @property
+    def stream(self) -> str:
+        return self.settings.name
+
+    async def ensure_stream(self) -> None:
+        """Create or update the stream; the raw API is used because nats-py's StreamConfig
+        cannot express every field the server supports."""
+        config = json.dumps(self.settings.as_config()).encode()
+        for action in ("CREATE", "UPDATE"):
+            reply = await self.nc.request(f"$JS.API.STREAM.{action}.{self.stream}", config)
+            error = json.loads(reply.data).get("error")
+            if error is None:
+                return
+            if action == "CREATE" and error.get("err_code") == 10058:  # name already in use
+                continue
+            raise EventStoreError(f"stream {action.lower()} failed: {error}")
+
+    async def last_seq(self) -> int:
+        info = await self.js.stream_info(self.stream)
+        return int(info.state.last_seq)
+
+    # ------------------------------------------------------------------ append
+
+    async def append(
+        self,
+        aggregate: str,
+        aggregate_id: str,
+        events: Sequence[Event],
+        expected_version: int,
+        *,
+        metadata: Metadata | None = None,
+        idempotency_key: str | None = None,
+        occurred_at: datetime | None = None,
+    ) -> AppendResult:
+        if not events:
+            raise ValueError("append needs at least one event")
+        meta = metadata or Metadata()
+        guard = {
+            "Nats-Expected-Last-Subject-Sequence": str(expected_version),
+            "Nats-Expected-Last-Subject-Sequence-Subject": aggregate_filter(
+                aggregate, aggregate_id
+            ),
+        }
+        messages = [
+            (
+                subject_for(aggregate, aggregate_id, event.type_name()),
+                encode(aggregate, aggregate_id, event, meta, occurred_at),
+            )
+            for event in events
+        ]
+        if len(messages) == 1:
+            subject, body = messages[0]
+            headers = dict(guard)
+            if idempotency_key:
+                headers["Nats-Msg-Id"] = idempotency_key
+            return await self._publish_one(subject, body, headers)
+        return await self._publish_batch(messages, guard, idempotency_key)
+
+    async def _publish_one(
+        self, subject: str, body: bytes, headers: dict[str, str]
+    ) -> AppendResult:
+        try:
+            ack = await self.js.publish(subject, body, stream=self.stream, headers=headers)
+        except APIError as error:
+            raise _translate(error.err_code, error.description) from error
+        return AppendResult(ack.seq, ack.seq, bool(ack.duplicate))
+
+    async def _publish_batch(
+        self,
+        messages: list[tuple[str, bytes]],
+        guard: dict[str, str],
+        idempotency_key: str | None,
+    ) -> AppendResult:
+        batch_id = nats.nuid.NUID().next().decode()
+        count = len(messages)
+        for index, (subject, body) in enumerate(messages, start=1):
+            headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(index)}
+            if index == 1:
+                headers.update(guard)
+            if idempotency_key:
+                headers["Nats-Msg-Id"] = f"{idempotency_key}:{index}"
+            if index < count:
+                await self.nc.publish(subject, body, headers=headers)
+                continue
+            headers["Nats-Batch-Commit"] = "1"
+            reply = await self.nc.request(subject, body, timeout=5.0, headers=headers)
+        ack = json.loads(reply.data)
+        if error := ack.get("error"):
+            raise _translate(error.get("err_code"), error.get("description", ""))
+        last = int(ack["seq"])
+        return AppendResult(last - count + 1, last)
+
+    # ------------------------------------------------------------------ read
+
+    async def read_subject(self, subject_filter: str, from_seq: int = 1) -> list[RecordedEvent]:
+        """Every event matching ``subject_filter`` from ``from_seq`` on, in stream order.
+
+        Uses batched direct gets: no consumer is created, so loading an aggregate costs a few
+        round trips however many readers there are.
+        """
+        events: list[RecordedEvent] = []
+        start = from_seq
+        while True:
+            page, pending = await self.read_page(subject_filter, start)
+            events.extend(page)
+            if not page or pending == 0:
+                return events
+            start = page[-1].seq + 1
+
+    async def read_page(self, subject_filter: str, start: int) -> tuple[list[RecordedEvent], int]:
+        """Up to one page of matching events from ``start`` on, and how many remain after it."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[tuple[str, int]] = loop.create_future()
+        page: list[RecordedEvent] = []
+
+        async def receive(msg: Msg) -> None:
+            headers = msg.headers or {}
+            status = headers.get("Status")
+            if status is None:
+                page.append(decode(int(headers["Nats-Sequence"]), msg.data))
+            elif not done.done():
+                done.set_result((status, int(headers.get("Nats-Num-Pending", 0))))
+
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox, cb=receive)
+        try:
+            request = {"seq": start, "next_by_subj": subject_filter, "batch": _READ_PAGE}
+            await self.nc.publish(
+                f"$JS.API.DIRECT.GET.{self.stream}", json.dumps(request).encode(), reply=inbox
+            )
+            status, pending = await asyncio.wait_for(done, timeout=5.0)
+        except TimeoutError as error:
+            raise NatsTimeoutError from error
+        finally:
+            await sub.unsubscribe()
+        if status == "404":
+            return [], 0
+        if status != "204":
+            raise EventStoreError(f"direct get answered status {status}")
+        return page, pending
+
+    async def get(self, seq: int) -> RecordedEvent:
+        raw = await self.js.get_msg(self.stream, seq, direct=True)
+        return decode(seq, raw.data or b"")
+
+    async def history(self, aggregate: str, aggregate_id: str) -> list[RecordedEvent]:
+        return await self.read_subject(aggregate_filter(aggregate, aggregate_id))
+
+    async def load(self, aggregate: Aggregate[S], aggregate_id: str) -> tuple[S, int]:
+        """Rebuild an aggregate's state; the version is the sequence of its last event."""
+        recorded = await self.history(aggregate.name, aggregate_id)
+        state = aggregate.fold([to_domain(aggregate, r) for r in recorded])
+        return state, recorded[-1].seq if recorded else 0
+
+
+def _translate(err_code: int | None, description: str) -> EventStoreError:
+    if err_code == WRONG_LAST_SEQUENCE:
+        return ConcurrencyConflict(description)
+    if err_code == BATCH_DUPLICATE_MSG_ID:
+        return DuplicateAppend(description)
+    return EventStoreError(f"{err_code}: {description}")

@@ -1,0 +1,1 @@
+"""The edges users touch: the Litestar HTTP API, the composition root and the command line."""

@@ -1,0 +1,27 @@
+"""The Litestar application: routes, error envelope, OpenAPI, and the runtime as a dependency."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from api.errors import EXCEPTION_HANDLERS
+from api.health import VERSION, HealthController
+from api.runtime import Runtime
+from api.tasks import TaskController
+
+
+def create_app(runtime: Runtime) -> Litestar:
+    """Build the app around an already started runtime (its lifetime is the caller's)."""
+
+    def provide_runtime() -> Runtime:
+        return runtime
+
+    return Litestar(
+        route_handlers=[TaskController, HealthController],
+        dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=OpenAPIConfig(title="jetflow", version=VERSION, path="/schema"),
+        debug=False,
+    )

@@ -1,0 +1,80 @@
+"""The ``jetflow`` command: serve the API, run a worker, rebuild projections."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from api.settings import Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jetflow", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP API, projectors and process managers")
+    serve.add_argument("--host", help="HTTP host (JETFLOW_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (JETFLOW_PORT, default 8000)")
+
+    worker = sub.add_parser("worker", help="lease compute tasks and run them in a sandbox")
+    worker.add_argument("--api", default="http://127.0.0.1:8000", help="jetflow API base URL")
+    worker.add_argument("--node-id", help="node id (default: hostname-pid)")
+    worker.add_argument("--poll", type=float, default=1.0, help="seconds between empty leases")
+    worker.add_argument("--heartbeat", type=float, default=5.0, help="seconds between heartbeats")
+    worker.add_argument("--max-tasks", type=int, default=0, help="stop after N tasks (0: never)")
+
+    sub.add_parser("replay", help="drop every projection and rebuild it from sequence 1")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings.from_env()
+    if args.command == "serve":
+        return asyncio.run(_serve(settings, args.host, args.port))
+    if args.command == "worker":
+        from api.worker import Worker
+
+        node = Worker(
+            api=args.api,
+            node_id=args.node_id,
+            poll_s=args.poll,
+            heartbeat_s=args.heartbeat,
+            max_tasks=args.max_tasks,
+        )
+        return asyncio.run(node.run_until_signalled())
+    if args.command == "replay":
+        from api.replay import replay_all
+
+        return asyncio.run(replay_all(settings))
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+async def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+    from api.app import create_app
+    from api.runtime import Runtime
+
+    runtime = Runtime(settings)
+    await runtime.start()
+    config = uvicorn.Config(
+        create_app(runtime),
+        host=host or settings.http_host,
+        port=port or settings.http_port,
+        log_level="info",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    logging.getLogger("jetflow").info("NATS at %s", runtime.nats_url)
+    try:
+        await server.serve()
+    finally:
+        await runtime.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Read-your-writes: a read may ask to wait until a projection has applied a given sequence.
+
+A projection has *reached* sequence N when its checkpoint is at N or beyond, or when its durable
+consumer has nothing pending or unacknowledged while the stream already holds N (N then lies
+outside the projection's subjects, and everything inside them up to N is applied).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from api.errors import ApiError
+from api.runtime import Runtime
+from handlers.projector import consumer_name
+from projections.base import Projection
+
+POLL_S = 0.05
+
+
+async def _reached(runtime: Runtime, projection: Projection, seq: int) -> bool:
+    if runtime.progress.applied.get(projection.name, 0) >= seq:
+        return True
+    if await runtime.store.last_seq() < seq:
+        return False
+    info = await runtime.store.js.consumer_info(runtime.store.stream, consumer_name(projection))
+    return info.num_pending == 0 and info.num_ack_pending == 0
+
+
+async def wait_for_seq(runtime: Runtime, projections: tuple[Projection, ...], seq: int) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + runtime.settings.wait_max_s
+    changed = runtime.progress.changed
+    for projection in projections:
+        while not await _reached(runtime, projection, seq):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ApiError(
+                    503,
+                    "projection_behind",
+                    f"Projection {projection.name} has not reached sequence {seq} within "
+                    f"{runtime.settings.wait_max_s:g} s",
+                    headers={"Retry-After": "1"},
+                )
+            async with changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), min(remaining, POLL_S))

@@ -1,0 +1,124 @@
+"""The composition root: builds every adapter, handler and projection of one service process.
+
+``jetflow serve`` and the tests use the same ``Runtime``; with no NATS URL it brings its own
+nats-server (embedded default) and stops it again on the way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from faststream.nats import NatsBroker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from adapters.event_store import EventStore, StreamSettings
+from adapters.idempotency import IdempotencyRecords
+from adapters.nats_server import EmbeddedNatsServer
+from adapters.sql import create_engine, default_sqlite_url, session_factory
+from api.settings import Settings
+from handlers.commands import CommandService
+from handlers.nats_commands import register_command_subjects
+from handlers.process_managers import run_timers, start_node_offline_requeuer
+from handlers.projector import ProjectionProgress, start_projection
+from projections.base import Projection, create_tables
+from projections.tasks import NODES, TASKS
+
+log = logging.getLogger(__name__)
+
+PROJECTIONS: tuple[Projection, ...] = (TASKS, NODES)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    nats_url: str = ""
+    embedded: EmbeddedNatsServer | None = None
+    store: EventStore = field(init=False)
+    commands: CommandService = field(init=False)
+    engine: AsyncEngine = field(init=False)
+    sessions: async_sessionmaker[AsyncSession] = field(init=False)
+    broker: NatsBroker | None = None
+    progress: ProjectionProgress = field(default_factory=ProjectionProgress)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self, *, projectors: bool = True, timers: bool = True) -> None:
+        await self.open()
+        await self.start_handlers(projectors=projectors, timers=timers)
+
+    async def open(self) -> None:
+        """Connect the event store and the database, without consuming anything."""
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.nats_url = s.nats_url or await self._start_embedded()
+        self.store = await EventStore.connect(self.nats_url, StreamSettings(name=s.stream))
+        idempotency = await IdempotencyRecords.open(self.store.js, f"{s.stream}_idempotency")
+        self.commands = CommandService(self.store, idempotency)
+        self.engine = create_engine(s.db_url or default_sqlite_url(s.data_dir.resolve()))
+        self.sessions = session_factory(self.engine)
+        await create_tables(self.engine)
+
+    async def start_handlers(self, *, projectors: bool = True, timers: bool = True) -> None:
+        """Subscribe command subjects, projectors and process managers, and start the timers."""
+        s = self.settings
+        broker = self.broker = NatsBroker(self.nats_url, logger=log, graceful_timeout=10)
+        await broker.connect()
+        register_command_subjects(
+            broker, self.commands, self.sessions, lease_grace_s=s.lease_grace_s
+        )
+        await broker.start()
+        js = self.store.js
+        if projectors:
+            for projection in PROJECTIONS:
+                self._tasks.append(
+                    await start_projection(
+                        js,
+                        s.stream,
+                        projection,
+                        self.sessions,
+                        self.progress,
+                        batch_size=s.projection_batch,
+                    )
+                )
+        if timers:
+            self._tasks.append(
+                await start_node_offline_requeuer(js, s.stream, self.commands, self.sessions)
+            )
+            self._tasks.append(
+                asyncio.create_task(
+                    run_timers(
+                        self.commands,
+                        self.sessions,
+                        interval_s=s.timer_interval_s,
+                        silence_s=s.node_silence_s,
+                    ),
+                    name="jetflow-timers",
+                )
+            )
+
+    async def _start_embedded(self) -> str:
+        self.embedded = EmbeddedNatsServer(
+            store_dir=(self.settings.data_dir / "nats").resolve(),
+            port=self.settings.embedded_nats_port,
+        )
+        return await self.embedded.start()
+
+    async def stop_background(self) -> None:
+        """Stop projectors, process managers and timers (a crash test kills them this way)."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def stop(self) -> None:
+        await self.stop_background()
+        if self.broker is not None:
+            await self.broker.stop()
+        await self.store.close()
+        await self.engine.dispose()
+        if self.embedded is not None:
+            await self.embedded.stop()

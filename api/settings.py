@@ -1,0 +1,44 @@
+"""Configuration from the environment, read once at start-up."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    nats_url: str | None = None
+    data_dir: Path = Path("data")
+    db_url: str | None = None
+    stream: str = "JETFLOW"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    lease_grace_s: float = 30.0
+    node_silence_s: float = 30.0
+    timer_interval_s: float = 1.0
+    wait_max_s: float = 5.0
+    projection_batch: int = 500
+    embedded_nats_port: int = -1
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            nats_url=os.environ.get("NATS_URL") or None,
+            data_dir=Path(_env("JETFLOW_DATA_DIR", "data")),
+            db_url=os.environ.get("JETFLOW_DB_URL") or None,
+            stream=_env("JETFLOW_STREAM", "JETFLOW"),
+            http_host=_env("JETFLOW_HOST", "127.0.0.1"),
+            http_port=int(_env("JETFLOW_PORT", "8000")),
+            lease_grace_s=float(_env("JETFLOW_LEASE_GRACE_S", "30")),
+            node_silence_s=float(_env("JETFLOW_NODE_SILENCE_S", "30")),
+            timer_interval_s=float(_env("JETFLOW_TIMER_INTERVAL_S", "1")),
+            wait_max_s=float(_env("JETFLOW_WAIT_MAX_S", "5")),
+            projection_batch=int(_env("JETFLOW_PROJECTION_BATCH", "500")),
+            embedded_nats_port=int(_env("JETFLOW_NATS_PORT", "-1")),
+        )

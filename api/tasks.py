@@ -1,0 +1,384 @@
+"""HTTP routes of the compute-task slice (seed: idle-compute scheduler), under /api/v1.
+
+Writes answer 202 with the stream sequence of their last event (body ``seq`` and header
+``X-Jetflow-Seq``); reads come from projections and accept ``?wait_for_seq=N``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
+from pydantic import TypeAdapter
+from sqlalchemy import Row, func, select
+
+from adapters.envelope import Metadata
+from adapters.idempotency import CommandOutcome
+from api import consistency
+from api.errors import ApiError
+from api.runtime import Runtime
+from domain.tasks import NodeId, TaskId, TaskStatus
+from handlers.commands import CommandContext
+from handlers.tasks import (
+    CancelTaskRequest,
+    HeartbeatRequest,
+    ProgressRequest,
+    ResultRequest,
+    SubmitTaskRequest,
+    cancel_task,
+    heartbeat,
+    lease_next_task,
+    report_progress,
+    report_result,
+    submit_task,
+)
+from projections.tasks import NODES, TASKS, nodes, tasks
+
+SEQ_HEADER = "X-Jetflow-Seq"
+IdempotencyKey = Annotated[
+    str | None, Parameter(header="Idempotency-Key", required=False, max_length=256)
+]
+WaitForSeq = Annotated[
+    int | None,
+    Parameter(
+        query="wait_for_seq",
+        ge=1,
+        required=False,
+        description="answer only once the read model has applied this stream sequence",
+    ),
+]
+Page = Annotated[int, Parameter(ge=1, le=1_000_000)]
+PageSize = Annotated[int, Parameter(ge=1, le=100)]
+
+
+def command_context(request: Request[Any, Any, Any], key: str | None) -> CommandContext:
+    actor = "http:anonymous"
+    correlation = request.headers.get("X-Correlation-Id")
+    return CommandContext(Metadata(actor=actor, correlation_id=correlation), key)
+
+
+def accepted(outcome: CommandOutcome, **body: Any) -> Response[dict[str, Any]]:
+    return Response(
+        {**body, "seq": outcome.last_seq, "events": list(outcome.events)},
+        status_code=HTTP_202_ACCEPTED,
+        headers={SEQ_HEADER: str(outcome.last_seq)},
+    )
+
+
+def _utc(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def task_view(row: Row[Any]) -> dict[str, Any]:
+    m = row._mapping
+    return {
+        "task_id": m["task_id"],
+        "status": m["status"],
+        "owner": m["owner"],
+        "code": m["code"],
+        "timeout": m["timeout"],
+        "resources": {"cpu": m["cpu"], "memory": m["memory"]},
+        "priority": m["priority"],
+        "max_attempts": m["max_attempts"],
+        "attempt": m["attempt"],
+        "node_id": m["node_id"],
+        "lease_deadline": _utc(m["lease_deadline"]),
+        "progress": m["progress"],
+        "result": m["result"],
+        "error": m["error"],
+        "submitted_at": _utc(m["submitted_at"]),
+        "started_at": _utc(m["started_at"]),
+        "finished_at": _utc(m["finished_at"]),
+        "run_time_s": m["run_time_s"],
+        "seq": m["last_seq"],
+    }
+
+
+def node_view(row: Row[Any], held: int) -> dict[str, Any]:
+    m = row._mapping
+    status = m["status"] if m["status"] == "offline" else ("busy" if held else "idle")
+    return {
+        "node_id": m["node_id"],
+        "status": status,
+        "tasks_held": held,
+        "joined_at": _utc(m["joined_at"]),
+        "last_heartbeat_at": _utc(m["last_heartbeat_at"]),
+        "resources": {"cpu_cores": m["cpu_cores"], "memory_mb": m["memory_mb"]},
+        "current_load": {"cpu_percent": m["cpu_percent"], "memory_percent": m["memory_percent"]},
+    }
+
+
+class TaskController(Controller):
+    path = "/api/v1"
+    tags = ["tasks"]
+
+    @post("/tasks", status_code=HTTP_202_ACCEPTED, summary="Submit a task")
+    async def submit(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        data: SubmitTaskRequest,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[dict[str, Any]]:
+        outcome = await submit_task(
+            runtime.commands, data, command_context(request, idempotency_key)
+        )
+        return accepted(
+            outcome,
+            task_id=outcome.aggregate_id,
+            status="pending",
+            message=f"Task {outcome.aggregate_id} has been queued",
+        )
+
+    @get("/tasks/{task_id:str}", summary="One task")
+    async def get_task(
+        self, runtime: Runtime, task_id: str, wait_for_seq: WaitForSeq = None
+    ) -> dict[str, Any]:
+        if wait_for_seq:
+            await consistency.wait_for_seq(runtime, (TASKS,), wait_for_seq)
+        async with runtime.sessions() as session:
+            row = (await session.execute(select(tasks).where(tasks.c.task_id == task_id))).first()
+        if row is None:
+            raise ApiError(404, "task_not_found", f"Task {task_id} not found")
+        return task_view(row)
+
+    @get("/tasks", summary="Tasks, newest first, paginated")
+    async def list_tasks(
+        self,
+        runtime: Runtime,
+        status: TaskStatus | None = None,
+        page: Page = 1,
+        page_size: PageSize = 20,
+        wait_for_seq: WaitForSeq = None,
+    ) -> dict[str, Any]:
+        if wait_for_seq:
+            await consistency.wait_for_seq(runtime, (TASKS,), wait_for_seq)
+        query = select(tasks)
+        count = select(func.count()).select_from(tasks)
+        if status is not None:
+            query = query.where(tasks.c.status == status.value)
+            count = count.where(tasks.c.status == status.value)
+        query = (
+            query.order_by(tasks.c.submitted_at.desc(), tasks.c.task_id)
+            .limit(page_size)
+            .offset((page - 1) * page_size)
+        )
+        async with runtime.sessions() as session:
+            rows = (await session.execute(query)).all()
+            total = await session.scalar(count)
+        return {
+            "items": [task_view(r) for r in rows],
+            "page": page,
+            "page_size": page_size,
+            "total": total,
+        }
+
+    @post("/tasks/{task_id:str}/cancel", status_code=HTTP_202_ACCEPTED, summary="Cancel a task")
+    async def cancel(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        task_id: str,
+        data: CancelTaskRequest | None = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[dict[str, Any]]:
+        body = data or CancelTaskRequest()
+        ctx = command_context(request, idempotency_key)
+        outcome = await cancel_task(runtime.commands, _task_id(task_id), body, ctx)
+        return accepted(outcome, task_id=task_id, status="cancelled")
+
+    @post("/tasks/{task_id:str}/progress", status_code=HTTP_202_ACCEPTED, summary="Report progress")
+    async def progress(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        task_id: str,
+        data: ProgressRequest,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[dict[str, Any]]:
+        ctx = command_context(request, idempotency_key)
+        outcome = await report_progress(runtime.commands, _task_id(task_id), data, ctx)
+        return accepted(outcome, task_id=task_id, status="running")
+
+    @post("/tasks/{task_id:str}/result", status_code=HTTP_202_ACCEPTED, summary="Report a result")
+    async def result(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        task_id: str,
+        data: ResultRequest,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[dict[str, Any]]:
+        ctx = command_context(request, idempotency_key)
+        outcome = await report_result(runtime.commands, _task_id(task_id), data, ctx)
+        return accepted(
+            outcome,
+            task_id=task_id,
+            status=data.outcome,
+            message=f"Result for task {task_id} recorded",
+        )
+
+    @post(
+        "/nodes/{node_id:str}/lease",
+        status_code=200,
+        summary="A worker node pulls the next task (204 when there is none)",
+    )
+    async def lease(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        node_id: str,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[dict[str, Any] | None]:
+        granted = await lease_next_task(
+            runtime.commands,
+            runtime.sessions,
+            _node_id(node_id),
+            command_context(request, idempotency_key),
+            lease_grace_s=runtime.settings.lease_grace_s,
+        )
+        if granted is None:
+            return Response(None, status_code=HTTP_204_NO_CONTENT)
+        seq = granted.outcome.last_seq
+        return Response(
+            {
+                "task_id": granted.task_id,
+                "code": granted.code,
+                "timeout": granted.timeout,
+                "resources": {"cpu": granted.cpu, "memory": granted.memory},
+                "attempt": granted.attempt,
+                "lease_deadline": granted.lease_deadline.isoformat(),
+                "status": "assigned",
+                "seq": seq,
+            },
+            headers={SEQ_HEADER: str(seq)},
+        )
+
+    @post("/nodes/{node_id:str}/heartbeat", status_code=HTTP_202_ACCEPTED, summary="Node heartbeat")
+    async def heartbeat(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        node_id: str,
+        data: HeartbeatRequest | None = None,
+    ) -> Response[dict[str, Any]]:
+        ctx = command_context(request, None)
+        outcome = await heartbeat(
+            runtime.commands, _node_id(node_id), data or HeartbeatRequest(), ctx
+        )
+        return accepted(outcome, node_id=node_id, status="online")
+
+    @get("/nodes", summary="Worker nodes with their state")
+    async def list_nodes(self, runtime: Runtime, wait_for_seq: WaitForSeq = None) -> dict[str, Any]:
+        if wait_for_seq:
+            await consistency.wait_for_seq(runtime, (NODES, TASKS), wait_for_seq)
+        async with runtime.sessions() as session:
+            rows = (await session.execute(select(nodes).order_by(nodes.c.node_id))).all()
+            held = await _tasks_held(session)
+        return {"items": [node_view(r, held.get(r.node_id, 0)) for r in rows]}
+
+    @get("/results", summary="Results of completed tasks, newest first")
+    async def results(
+        self,
+        runtime: Runtime,
+        page: Page = 1,
+        page_size: PageSize = 50,
+        wait_for_seq: WaitForSeq = None,
+    ) -> dict[str, Any]:
+        if wait_for_seq:
+            await consistency.wait_for_seq(runtime, (TASKS,), wait_for_seq)
+        done = tasks.c.status == TaskStatus.COMPLETED.value
+        async with runtime.sessions() as session:
+            rows = (
+                await session.execute(
+                    select(tasks.c.task_id, tasks.c.result, tasks.c.finished_at)
+                    .where(done)
+                    .order_by(tasks.c.finished_at.desc(), tasks.c.task_id)
+                    .limit(page_size)
+                    .offset((page - 1) * page_size)
+                )
+            ).all()
+            total = await session.scalar(select(func.count()).select_from(tasks).where(done))
+        return {
+            "count": total,
+            "page": page,
+            "page_size": page_size,
+            "results": [
+                {"task_id": r.task_id, "result": r.result, "completed_at": _utc(r.finished_at)}
+                for r in rows
+            ],
+        }
+
+    @get("/stats", summary="Counts by status, run times, throughput and nodes")
+    async def stats(self, runtime: Runtime, wait_for_seq: WaitForSeq = None) -> dict[str, Any]:
+        if wait_for_seq:
+            await consistency.wait_for_seq(runtime, (TASKS, NODES), wait_for_seq)
+        hour_ago = datetime.now(UTC) - timedelta(hours=1)
+        completed = tasks.c.status == TaskStatus.COMPLETED.value
+        async with runtime.sessions() as session:
+            by_status = dict(
+                (
+                    await session.execute(
+                        select(tasks.c.status, func.count()).group_by(tasks.c.status)
+                    )
+                ).all()
+            )
+            avg_time, compute_s = (
+                await session.execute(
+                    select(func.avg(tasks.c.run_time_s), func.sum(tasks.c.run_time_s)).where(
+                        completed
+                    )
+                )
+            ).one()
+            last_hour = await session.scalar(
+                select(func.count()).where(completed, tasks.c.finished_at >= hour_ago)
+            )
+            node_rows = (await session.execute(select(nodes.c.node_id, nodes.c.status))).all()
+            held = await _tasks_held(session)
+        online = [n for n, s in node_rows if s == "online"]
+        busy = sum(1 for n in online if held.get(n, 0))
+        return {
+            "time_period": "all_time",
+            "tasks": {
+                "total": sum(by_status.values()),
+                **{s.value: int(by_status.get(s.value, 0)) for s in TaskStatus},
+                "avg_time": round(float(avg_time), 3) if avg_time is not None else None,
+            },
+            "nodes": {
+                "total": len(node_rows),
+                "idle": len(online) - busy,
+                "busy": busy,
+                "offline": len(node_rows) - len(online),
+            },
+            "throughput": {
+                "tasks_per_hour": int(last_hour or 0),
+                "compute_hours": round(float(compute_s or 0) / 3600, 6),
+            },
+        }
+
+
+async def _tasks_held(session: Any) -> dict[str, int]:
+    rows = await session.execute(
+        select(tasks.c.node_id, func.count())
+        .where(tasks.c.status.in_(("assigned", "running")))
+        .group_by(tasks.c.node_id)
+    )
+    return {node_id: int(n) for node_id, n in rows.all()}
+
+
+_TASK_ID: TypeAdapter[str] = TypeAdapter(TaskId)
+_NODE_ID: TypeAdapter[str] = TypeAdapter(NodeId)
+
+
+def _task_id(value: str) -> TaskId:
+    """Path ids are checked like body fields, so a bad one answers the same 422 envelope."""
+    return _TASK_ID.validate_python(value)
+
+
+def _node_id(value: str) -> NodeId:
+    return _NODE_ID.validate_python(value)

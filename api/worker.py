@@ -1,0 +1,118 @@
+"""``jetflow worker``: a real worker node. It leases tasks over HTTP, runs each one in a sandboxed
+subprocess with the task's timeout and resource limits, and reports progress and the result.
+
+jetflow itself never executes submitted code; only processes like this one do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from typing import Any
+
+import httpx
+import psutil
+from adapters.code_runner import RunLimits, run_python
+
+log = logging.getLogger("jetflow.worker")
+
+
+class Worker:
+    def __init__(
+        self,
+        api: str,
+        node_id: str | None = None,
+        *,
+        poll_s: float = 1.0,
+        heartbeat_s: float = 5.0,
+        max_tasks: int = 0,
+    ) -> None:
+        self.api = api.rstrip("/")
+        self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}".replace(".", "-")
+        self.poll_s = poll_s
+        self.heartbeat_s = heartbeat_s
+        self.max_tasks = max_tasks
+        self.done = 0
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run_until_signalled(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop)
+        await self.run()
+        return 0
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(base_url=f"{self.api}/api/v1", timeout=30) as http:
+            beats = asyncio.create_task(self._heartbeats(http))
+            try:
+                while not self._stop.is_set():
+                    if self.max_tasks and self.done >= self.max_tasks:
+                        return
+                    lease = await http.post(f"/nodes/{self.node_id}/lease")
+                    if lease.status_code == 204:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._stop.wait(), self.poll_s)
+                        continue
+                    lease.raise_for_status()
+                    await self._run_task(http, lease.json())
+                    self.done += 1
+            finally:
+                beats.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beats
+
+    async def _heartbeats(self, http: httpx.AsyncClient) -> None:
+        while True:
+            memory = psutil.virtual_memory()
+            body = {
+                "resources": {
+                    "cpu_cores": psutil.cpu_count() or 1,
+                    "memory_mb": memory.total // 2**20,
+                },
+                "current_load": {
+                    "cpu_percent": psutil.cpu_percent(interval=None),
+                    "memory_percent": memory.percent,
+                },
+            }
+            try:
+                (await http.post(f"/nodes/{self.node_id}/heartbeat", json=body)).raise_for_status()
+            except httpx.HTTPError as error:
+                log.warning("heartbeat failed: %s", error)
+            await asyncio.sleep(self.heartbeat_s)
+
+    async def _run_task(self, http: httpx.AsyncClient, task: dict[str, Any]) -> None:
+        task_id = task["task_id"]
+        log.info("running task %s (attempt %s)", task_id, task["attempt"])
+        started = await http.post(
+            f"/tasks/{task_id}/progress",
+            json={"node_id": self.node_id, "percent": 0, "message": "started"},
+        )
+        if started.status_code >= 400:
+            log.warning("task %s no longer ours: %s", task_id, started.text)
+            return
+        limits = RunLimits(
+            timeout_s=float(task["timeout"]),
+            cpu=float(task["resources"]["cpu"]),
+            memory_mb=int(task["resources"]["memory"]),
+        )
+        outcome = await run_python(task["code"], limits)
+        if outcome.succeeded:
+            body = {"node_id": self.node_id, "outcome": "completed", "result": outcome.stdout}
+        else:
+            body = {
+                "node_id": self.node_id,
+                "outcome": "failed",
+                "result": outcome.stdout,
+                "error": outcome.error or "failed",
+            }
+        reported = await http.post(f"/tasks/{task_id}/result", json=body)
+        if reported.status_code >= 400:
+            log.warning("result of %s refused: %s", task_id, reported.text)

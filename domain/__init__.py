@@ -1,0 +1,1 @@
+"""The pure centre of jetflow: commands, events, states and the rules between them (no I/O)."""

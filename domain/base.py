@@ -1,0 +1,96 @@
+"""Building blocks every aggregate shares.
+
+An aggregate is a pair of pure functions: ``decide(state, command) -> events`` holds every
+invariant, ``evolve(state, event) -> state`` only folds facts that were already accepted. The
+adapters persist events and replay them through ``evolve``; nothing here knows about NATS, SQL or
+HTTP.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+# Aggregate ids become one token of a NATS subject: no dots, spaces or wildcards.
+AGGREGATE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+_AGGREGATE_ID = re.compile(AGGREGATE_ID_PATTERN)
+
+
+class Event(BaseModel):
+    """A fact in past tense. Immutable; ``schema_version`` is bumped when its payload changes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    schema_version: ClassVar[int] = 1
+
+    @classmethod
+    def type_name(cls) -> str:
+        return cls.__name__
+
+
+class Command(BaseModel):
+    """An intention; ``decide`` answers it with events or refuses it with a ``DomainError``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DomainError(Exception):
+    """A refused command. ``code`` is stable: clients branch on it, so never rename one."""
+
+    def __init__(self, code: str, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+class NotFound(DomainError):
+    """The command names an aggregate that has no events."""
+
+
+class StateConflict(DomainError):
+    """The command is well formed but the aggregate's current state does not allow it."""
+
+
+class Invalid(DomainError):
+    """The command breaks a rule that input validation alone cannot see."""
+
+
+class Gone(DomainError):
+    """The command refers to something that existed but has expired (a lease, a key)."""
+
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class Aggregate(Generic[S]):
+    """Everything the adapters need to store and rebuild one kind of aggregate."""
+
+    name: str
+    initial: Callable[[], S]
+    decide: Callable[[S, Any], list[Event]]
+    evolve: Callable[[S, Event], S]
+    events: tuple[type[Event], ...]
+
+    def fold(self, events: Sequence[Event], state: S | None = None) -> S:
+        current = self.initial() if state is None else state
+        for event in events:
+            current = self.evolve(current, event)
+        return current
+
+    def event_type(self, name: str) -> type[Event]:
+        for event_type in self.events:
+            if event_type.type_name() == name:
+                return event_type
+        raise KeyError(f"{self.name} has no event type {name!r}")
+
+
+def check_aggregate_id(value: str) -> str:
+    """Reject ids that would break the ``ev.<aggregate>.<id>.<Type>`` subject scheme."""
+    if not _AGGREGATE_ID.match(value):
+        raise ValueError("ids are 1-128 characters of letters, digits, '-' or '_'")
+    return value

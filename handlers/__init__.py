@@ -1,0 +1,1 @@
+"""Message-driven code: command handlers, projection runners and process managers."""

@@ -1,0 +1,115 @@
+"""The one command path: load the aggregate, decide, append; HTTP and NATS both come through here.
+
+A concurrency conflict means another writer got in first: the state is reloaded and the command
+decided again, a bounded number of times. A command with an idempotency key answers what its first
+delivery answered, without deciding again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from adapters.envelope import Metadata
+from adapters.event_store import ConcurrencyConflict, DuplicateAppend, EventStore
+from adapters.idempotency import CommandOutcome, IdempotencyRecords
+from domain.base import Aggregate, Command
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    """Who sent a command and how to recognise it if it is sent again."""
+
+    metadata: Metadata = field(default_factory=Metadata)
+    idempotency_key: str | None = None
+
+
+class TooManyConflicts(ConcurrencyConflict):
+    """Every retry lost the race; the client may try again."""
+
+
+class CommandService:
+    def __init__(
+        self,
+        store: EventStore,
+        idempotency: IdempotencyRecords,
+        *,
+        max_retries: int = 5,
+    ) -> None:
+        self.store = store
+        self.idempotency = idempotency
+        self.max_retries = max_retries
+
+    async def execute(
+        self,
+        aggregate: Aggregate[Any],
+        aggregate_id: str,
+        command: Command,
+        context: CommandContext | None = None,
+        *,
+        at: datetime | None = None,
+    ) -> CommandOutcome:
+        ctx = context or CommandContext()
+        scope = f"{aggregate.name}.{type(command).__name__}"
+        key = ctx.idempotency_key
+        for _ in range(self.max_retries):
+            if key is not None and (known := await self.idempotency.get(scope, key)):
+                return known
+            state, version = await self.store.load(aggregate, aggregate_id)
+            events = aggregate.decide(state, command)
+            try:
+                result = await self.store.append(
+                    aggregate.name,
+                    aggregate_id,
+                    events,
+                    version,
+                    metadata=ctx.metadata,
+                    idempotency_key=f"{scope}:{key}" if key is not None else None,
+                    occurred_at=at,
+                )
+            except ConcurrencyConflict:
+                continue
+            except DuplicateAppend:
+                assert key is not None
+                return await self._first_answer(scope, key, None)
+            if result.duplicate and key is not None:
+                return await self._first_answer(scope, key, result.last_seq)
+            outcome = CommandOutcome(
+                aggregate=aggregate.name,
+                aggregate_id=aggregate_id,
+                first_seq=result.first_seq,
+                last_seq=result.last_seq,
+                events=tuple(e.type_name() for e in events),
+            )
+            if key is not None:
+                await self.idempotency.put(scope, key, outcome)
+            return outcome
+        raise TooManyConflicts(
+            f"{aggregate.name} {aggregate_id} changed {self.max_retries} times while deciding"
+        )
+
+    async def _first_answer(self, scope: str, key: str, seq: int | None) -> CommandOutcome:
+        """The stream already holds this command's events: answer as the first delivery did.
+
+        The first delivery records its answer just after its append, so wait briefly for it; if
+        it died in between, a single event can still be read back by its sequence.
+        """
+        for _ in range(40):
+            if known := await self.idempotency.get(scope, key):
+                return known
+            await asyncio.sleep(0.05)
+        if seq is None:
+            raise DuplicateAppend(f"a command with idempotency key {key!r} is still in flight")
+        recorded = await self.store.get(seq)
+        outcome = CommandOutcome(
+            aggregate=recorded.aggregate,
+            aggregate_id=recorded.aggregate_id,
+            first_seq=seq,
+            last_seq=seq,
+            events=(recorded.type,),
+            replayed=True,
+        )
+        await self.idempotency.put(scope, key, outcome)
+        return outcome

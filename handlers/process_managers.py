@@ -1,0 +1,161 @@
+"""Process managers of the task slice: they watch time and events and answer with commands.
+
+They read projections only to find candidates; every command they send is checked again by the
+aggregate, so two service instances (or a stale projection) can at worst send a command that is
+refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy as JsAckPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from adapters.envelope import Metadata, decode
+from domain.base import DomainError
+from domain.nodes import NODE, MarkNodeOffline
+from domain.tasks import TASK, ExpireLease, RequeueTask
+from handlers.commands import CommandContext, CommandService
+from handlers.consumer import consume
+from projections.tasks import nodes, tasks
+
+log = logging.getLogger(__name__)
+
+TIMER = CommandContext(Metadata(actor="system:timer"))
+
+
+async def expire_leases(
+    commands: CommandService, sessions: async_sessionmaker[AsyncSession], now: datetime
+) -> int:
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                select(tasks.c.task_id, tasks.c.attempt).where(
+                    tasks.c.status.in_(("assigned", "running")), tasks.c.lease_deadline < now
+                )
+            )
+        ).all()
+    expired = 0
+    for task_id, attempt in rows:
+        try:
+            await commands.execute(
+                TASK, task_id, ExpireLease(task_id=task_id, attempt=attempt, at=now), TIMER, at=now
+            )
+            expired += 1
+        except DomainError as refused:
+            log.debug("lease of %s not expired: %s", task_id, refused.code)
+    return expired
+
+
+async def mark_silent_nodes(
+    commands: CommandService,
+    sessions: async_sessionmaker[AsyncSession],
+    now: datetime,
+    silence_s: float,
+) -> int:
+    cutoff = now - timedelta(seconds=silence_s)
+    async with sessions() as session:
+        silent = (
+            await session.scalars(
+                select(nodes.c.node_id).where(
+                    nodes.c.status == "online", nodes.c.last_heartbeat_at < cutoff
+                )
+            )
+        ).all()
+    marked = 0
+    for node_id in silent:
+        try:
+            command = MarkNodeOffline(node_id=node_id, at=now, silence_s=silence_s)
+            await commands.execute(NODE, node_id, command, TIMER, at=now)
+            marked += 1
+        except DomainError as refused:
+            log.debug("node %s stays: %s", node_id, refused.code)
+    return marked
+
+
+async def run_timers(
+    commands: CommandService,
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    interval_s: float,
+    silence_s: float,
+) -> None:
+    """Fire the time-based checks forever; cancelled at shutdown."""
+    while True:
+        now = datetime.now(UTC)
+        await expire_leases(commands, sessions, now)
+        await mark_silent_nodes(commands, sessions, now, silence_s)
+        await asyncio.sleep(interval_s)
+
+
+async def requeue_tasks_of(
+    commands: CommandService, sessions: async_sessionmaker[AsyncSession], node_id: str
+) -> int:
+    async with sessions() as session:
+        held = (
+            await session.scalars(
+                select(tasks.c.task_id).where(
+                    tasks.c.node_id == node_id, tasks.c.status.in_(("assigned", "running"))
+                )
+            )
+        ).all()
+    context = CommandContext(Metadata(actor="system:node-watch"))
+    for task_id in held:
+        command = RequeueTask(task_id=task_id, node_id=node_id, reason=f"node {node_id} offline")
+        try:
+            await commands.execute(TASK, task_id, command, context)
+        except DomainError as refused:
+            log.debug("task %s not requeued: %s", task_id, refused.code)
+    return len(held)
+
+
+NODE_OFFLINE_CONSUMER = "pm-node-offline"
+
+
+async def start_node_offline_requeuer(
+    js: JetStreamContext,
+    stream: str,
+    commands: CommandService,
+    sessions: async_sessionmaker[AsyncSession],
+) -> asyncio.Task[None]:
+    """Requeue the tasks of every node that goes offline, from its ``NodeWentOffline`` on."""
+    try:
+        await js.consumer_info(stream, NODE_OFFLINE_CONSUMER)
+    except NotFoundError:
+        await js.add_consumer(
+            stream,
+            ConsumerConfig(
+                durable_name=NODE_OFFLINE_CONSUMER,
+                name=NODE_OFFLINE_CONSUMER,
+                filter_subject="ev.node.*.NodeWentOffline",
+                deliver_policy=DeliverPolicy.NEW,
+                ack_policy=JsAckPolicy.EXPLICIT,
+                ack_wait=60,
+            ),
+        )
+    return _start(js, stream, commands, sessions)
+
+
+def _start(
+    js: JetStreamContext,
+    stream: str,
+    commands: CommandService,
+    sessions: async_sessionmaker[AsyncSession],
+) -> asyncio.Task[None]:
+    async def handle(msgs: list[Msg]) -> None:
+        for msg in msgs:
+            await requeue_tasks_of(commands, sessions, decode(0, msg.data).aggregate_id)
+            await msg.ack()
+
+    return asyncio.create_task(
+        consume(js, stream, NODE_OFFLINE_CONSUMER, handle, batch_size=10),
+        name="pm-node-offline",
+    )

@@ -1,0 +1,127 @@
+"""Projection runners: one durable JetStream pull consumer per projection.
+
+The consumer is a cache of the projection's position, the checkpoint row in SQL is the truth: at
+start the consumer is (re)created to begin right after the checkpoint whenever the two disagree
+(a wiped database, a replay). ``max_ack_pending`` equal to the batch size keeps a single batch in
+flight, so events are applied in stream order even with several service instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy as JsAckPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from adapters.envelope import decode
+from adapters.event_store import EventStore
+from handlers.consumer import consume
+from projections.base import Projection, apply_batch, read_checkpoint, reset
+
+log = logging.getLogger(__name__)
+
+
+def consumer_name(projection: Projection) -> str:
+    return f"projection-{projection.name}"
+
+
+@dataclass
+class ProjectionProgress:
+    """In-process view of how far each projection has got, so waiting readers wake at once."""
+
+    applied: dict[str, int] = field(default_factory=dict)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def advance(self, name: str, seq: int) -> None:
+        async with self.changed:
+            self.applied[name] = max(seq, self.applied.get(name, 0))
+            self.changed.notify_all()
+
+
+async def prepare_consumer(
+    js: JetStreamContext, stream: str, projection: Projection, checkpoint: int, batch_size: int
+) -> None:
+    name = consumer_name(projection)
+    try:
+        info = await js.consumer_info(stream, name)
+    except NotFoundError:
+        info = None
+    if info is not None:
+        same_filter = info.config.filter_subject == projection.subject_filter
+        ahead_of_db = (info.ack_floor.stream_seq if info.ack_floor else 0) > checkpoint
+        if same_filter and not ahead_of_db and info.config.max_ack_pending == batch_size:
+            return
+        await js.delete_consumer(stream, name)
+    await js.add_consumer(
+        stream,
+        ConsumerConfig(
+            durable_name=name,
+            name=name,
+            filter_subject=projection.subject_filter,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=checkpoint + 1,
+            ack_policy=JsAckPolicy.ALL,
+            ack_wait=30,
+            max_ack_pending=batch_size,
+        ),
+    )
+
+
+async def start_projection(
+    js: JetStreamContext,
+    stream: str,
+    projection: Projection,
+    sessions: async_sessionmaker[AsyncSession],
+    progress: ProjectionProgress,
+    *,
+    batch_size: int = 500,
+) -> asyncio.Task[None]:
+    """Line up the durable consumer with the SQL checkpoint and start applying batches."""
+    checkpoint = await read_checkpoint(sessions, projection.name)
+    await progress.advance(projection.name, checkpoint)
+    await prepare_consumer(js, stream, projection, checkpoint, batch_size)
+
+    async def apply(msgs: list[Msg]) -> None:
+        events = [decode(m.metadata.sequence.stream, m.data) for m in msgs]
+        applied = await apply_batch(sessions, projection, events)
+        await msgs[-1].ack()  # AckPolicy.ALL: acknowledges the whole batch
+        await progress.advance(projection.name, applied)
+
+    return asyncio.create_task(
+        consume(js, stream, consumer_name(projection), apply, batch_size=batch_size),
+        name=f"projection-{projection.name}",
+    )
+
+
+async def rebuild(
+    store: EventStore,
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    projection: Projection,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> int:
+    """Drop the projection and apply its events again from sequence 1, reading the stream with
+    batched direct gets (no consumer); the durable consumer is removed so that the next start
+    resumes right after the rebuilt checkpoint. Run it while the service is stopped."""
+    await reset(engine, projection)
+    with contextlib.suppress(NotFoundError):
+        await store.js.delete_consumer(store.stream, consumer_name(projection))
+    applied = 0
+    seq = 1
+    while True:
+        page, _ = await store.read_page(projection.subject_filter, seq)
+        if not page:
+            return applied
+        await apply_batch(sessions, projection, page)
+        applied += len(page)
+        seq = page[-1].seq + 1
+        if on_batch is not None:
+            on_batch(applied, page[-1].seq)

@@ -1,0 +1,191 @@
+"""Use cases of the compute-task slice, shared by the HTTP routes and the ``cmd.task.*`` subjects.
+
+Request models here are the wire shapes (what a client sends); they reuse the domain's field
+types, so a limit such as the 10,000-character code cap is written once, in ``domain.tasks``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from uuid6 import uuid7
+
+from adapters.idempotency import CommandOutcome
+from domain.base import DomainError
+from domain.nodes import NODE, NodeLoad, NodeResources, RecordHeartbeat
+from domain.tasks import (
+    TASK,
+    AssignTask,
+    CancelTask,
+    Code,
+    CompleteTask,
+    FailTask,
+    MaxAttempts,
+    NodeId,
+    Percent,
+    Priority,
+    ReportProgress,
+    Resources,
+    ResultText,
+    SubmitTask,
+    TaskId,
+    TimeoutSeconds,
+)
+from handlers.commands import CommandContext, CommandService
+from projections.tasks import tasks
+
+LEASE_CANDIDATES = 16
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubmitTaskRequest(Request):
+    code: Code
+    timeout: TimeoutSeconds = 300
+    resources: Resources = Resources()
+    priority: Priority = 0
+    owner: Annotated[str, StringConstraints(min_length=1, max_length=256)] = "anonymous"
+    max_attempts: MaxAttempts = 3
+
+
+class CancelTaskRequest(Request):
+    reason: Annotated[str, StringConstraints(max_length=1_000)] = ""
+
+
+class ProgressRequest(Request):
+    node_id: NodeId
+    percent: Percent = 0.0
+    message: Annotated[str, StringConstraints(max_length=1_000)] = ""
+
+
+class ResultRequest(Request):
+    node_id: NodeId
+    outcome: Literal["completed", "failed"] = "completed"
+    result: ResultText = ""
+    error: ResultText | None = Field(default=None, description="required when outcome=failed")
+
+
+class HeartbeatRequest(Request):
+    status: Literal["idle", "busy"] | None = None
+    resources: NodeResources | None = None
+    current_load: NodeLoad | None = None
+
+
+@dataclass(frozen=True)
+class Lease:
+    task_id: str
+    code: str
+    timeout: int
+    cpu: float
+    memory: int
+    attempt: int
+    lease_deadline: datetime
+    outcome: CommandOutcome
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def submit_task(
+    commands: CommandService, request: SubmitTaskRequest, context: CommandContext
+) -> CommandOutcome:
+    task_id = str(uuid7())
+    command = SubmitTask(task_id=task_id, **request.model_dump())
+    return await commands.execute(TASK, task_id, command, context)
+
+
+async def cancel_task(
+    commands: CommandService, task_id: TaskId, request: CancelTaskRequest, context: CommandContext
+) -> CommandOutcome:
+    now = _now()
+    command = CancelTask(task_id=task_id, reason=request.reason)
+    return await commands.execute(TASK, task_id, command, context, at=now)
+
+
+async def report_progress(
+    commands: CommandService, task_id: TaskId, request: ProgressRequest, context: CommandContext
+) -> CommandOutcome:
+    now = _now()
+    command = ReportProgress(task_id=task_id, at=now, **request.model_dump())
+    return await commands.execute(TASK, task_id, command, context, at=now)
+
+
+async def report_result(
+    commands: CommandService, task_id: TaskId, request: ResultRequest, context: CommandContext
+) -> CommandOutcome:
+    now = _now()
+    command: CompleteTask | FailTask
+    if request.outcome == "completed":
+        command = CompleteTask(
+            task_id=task_id, node_id=request.node_id, at=now, result=request.result
+        )
+    else:
+        command = FailTask(
+            task_id=task_id,
+            node_id=request.node_id,
+            at=now,
+            error=request.error or request.result or "failed",
+        )
+    return await commands.execute(TASK, task_id, command, context, at=now)
+
+
+async def heartbeat(
+    commands: CommandService, node_id: NodeId, request: HeartbeatRequest, context: CommandContext
+) -> CommandOutcome:
+    now = _now()
+    command = RecordHeartbeat(
+        node_id=node_id, at=now, resources=request.resources, current_load=request.current_load
+    )
+    return await commands.execute(NODE, node_id, command, context, at=now)
+
+
+async def lease_next_task(
+    commands: CommandService,
+    sessions: async_sessionmaker[AsyncSession],
+    node_id: NodeId,
+    context: CommandContext,
+    *,
+    lease_grace_s: float,
+) -> Lease | None:
+    """Offer the node the most urgent pending task it can win.
+
+    The queue projection only proposes candidates; the task aggregate decides, so a stale
+    projection or a faster node costs one refused ``AssignTask`` and the next candidate is tried.
+    """
+    async with sessions() as session:
+        candidates = (
+            await session.execute(
+                select(tasks.c.task_id, tasks.c.code, tasks.c.timeout, tasks.c.cpu, tasks.c.memory)
+                .where(tasks.c.status == "pending")
+                .order_by(tasks.c.priority.desc(), tasks.c.submitted_at, tasks.c.task_id)
+                .limit(LEASE_CANDIDATES)
+            )
+        ).all()
+    for task_id, code, timeout, cpu, memory in candidates:
+        now = _now()
+        command = AssignTask(task_id=task_id, node_id=node_id, at=now, lease_grace_s=lease_grace_s)
+        try:
+            outcome = await commands.execute(TASK, task_id, command, context, at=now)
+        except DomainError:
+            continue
+        state, _ = await commands.store.load(TASK, task_id)
+        assert state.lease_deadline is not None
+        return Lease(
+            task_id=task_id,
+            code=code,
+            timeout=timeout,
+            cpu=cpu,
+            memory=memory,
+            attempt=state.attempt,
+            lease_deadline=state.lease_deadline,
+            outcome=outcome,
+        )
+    return None

