@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from pydantic import ValidationError as PydanticValidationError
 
 from adapters.event_store import ConcurrencyConflict, DuplicateAppend
@@ -79,8 +79,6 @@ def _litestar_validation(
         for item in extra
         if isinstance(item, dict) and "message" in item
     ]
-    if not fields and "JSON" in str(exc.detail):
-        return _malformed_json()
     return error_response(
         ErrorBody(
             status=400 if not fields else 422,
@@ -92,7 +90,7 @@ def _litestar_validation(
 
 
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
-    if exc.status_code == 400 and "JSON" in str(exc.detail):
+    if isinstance(exc.__cause__, SerializationException):
         return _malformed_json()
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     return error_response(

@@ -8,6 +8,7 @@ delivery answered, without deciding again.
 from __future__ import annotations
 
 import asyncio
+import random
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,7 +37,7 @@ class CommandService:
         store: EventStore,
         idempotency: IdempotencyRecords,
         *,
-        max_retries: int = 5,
+        max_retries: int = 8,
     ) -> None:
         self.store = store
         self.idempotency = idempotency
@@ -54,7 +55,7 @@ class CommandService:
         ctx = context or CommandContext()
         scope = f"{aggregate.name}.{type(command).__name__}"
         key = ctx.idempotency_key
-        for _ in range(self.max_retries):
+        for attempt in range(self.max_retries):
             if key is not None and (known := await self.idempotency.get(scope, key)):
                 return known
             state, version = await self.store.load(aggregate, aggregate_id)
@@ -70,6 +71,8 @@ class CommandService:
                     occurred_at=at,
                 )
             except ConcurrencyConflict:
+                # Spread the retries of a burst so they do not collide again in lockstep.
+                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                 continue
             except DuplicateAppend:
                 assert key is not None

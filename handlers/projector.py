@@ -2,8 +2,9 @@
 
 The consumer is a cache of the projection's position, the checkpoint row in SQL is the truth: at
 start the consumer is (re)created to begin right after the checkpoint whenever the two disagree
-(a wiped database, a replay). ``max_ack_pending`` equal to the batch size keeps a single batch in
-flight, so events are applied in stream order even with several service instances.
+(a wiped database, a replay, a runner that died mid-batch). ``max_ack_pending`` equal to the batch
+size keeps a single batch in flight, so events are applied in stream order. One projector runs
+per projection: a second service instance would recreate the consumer under the first.
 """
 
 from __future__ import annotations
@@ -57,7 +58,11 @@ async def prepare_consumer(
     if info is not None:
         same_filter = info.config.filter_subject == projection.subject_filter
         ahead_of_db = (info.ack_floor.stream_seq if info.ack_floor else 0) > checkpoint
-        if same_filter and not ahead_of_db and info.config.max_ack_pending == batch_size:
+        # Unacknowledged deliveries belong to a runner that died mid-batch; waiting out their
+        # ack_wait would stall the projection, and the checkpoint says where to resume anyway.
+        in_flight = (info.num_ack_pending or 0) > 0
+        unchanged = info.config.max_ack_pending == batch_size
+        if same_filter and unchanged and not ahead_of_db and not in_flight:
             return
         await js.delete_consumer(stream, name)
     await js.add_consumer(

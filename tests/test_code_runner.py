@@ -1,0 +1,71 @@
+"""The worker's sandbox runs real subprocesses under the task's limits."""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+
+from adapters.code_runner import RunLimits, run_python
+
+QUICK = RunLimits(timeout_s=10)
+
+
+async def test_output_of_a_successful_run() -> None:
+    outcome = await run_python("print('hello')", QUICK)
+    assert outcome.succeeded
+    assert outcome.stdout == "hello\n"
+    assert outcome.error is None
+
+
+async def test_exit_code_and_exception_are_reported() -> None:
+    exited = await run_python("raise SystemExit(3)", QUICK)
+    assert not exited.succeeded
+    assert exited.exit_code == 3
+    assert "exit code 3" in (exited.error or "")
+    crashed = await run_python("1 / 0", QUICK)
+    assert "Traceback" in crashed.stderr
+    assert crashed.error is not None and "ZeroDivisionError" in crashed.error
+
+
+async def test_timeout_kills_the_whole_process_group() -> None:
+    code = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    started = time.monotonic()
+    outcome = await run_python(code, RunLimits(timeout_s=1.0))
+    assert time.monotonic() - started < 5
+    assert outcome.timed_out
+    assert "timed out" in (outcome.error or "")
+    grandchild = int(outcome.stdout.split()[0])
+    time.sleep(0.1)
+    assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == "zombie"
+
+
+async def test_memory_limit_stops_a_large_allocation() -> None:
+    outcome = await run_python("x = bytearray(2 * 1024**3)", RunLimits(timeout_s=10, memory_mb=256))
+    assert not outcome.succeeded
+    assert "MemoryError" in outcome.stderr or outcome.exit_code == -9
+
+
+async def test_output_is_capped() -> None:
+    outcome = await run_python("print('x' * 10_000_000)", QUICK, max_output_bytes=1000)
+    assert outcome.succeeded
+    assert len(outcome.stdout) < 1100
+    assert outcome.stdout.endswith("[truncated]")
+
+
+async def test_runs_in_a_throwaway_directory_without_our_environment(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("JETFLOW_SECRET", "s3cret")
+    outcome = await run_python(
+        "import os; print(os.getcwd()); print(os.environ.get('JETFLOW_SECRET'))", QUICK
+    )
+    workdir, secret = outcome.stdout.split()
+    assert secret == "None"
+    assert "jetflow-task-" in workdir
+    import os
+
+    assert not os.path.exists(workdir)
