@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
 
 import psutil
+import pytest
 
 from adapters.code_runner import RunLimits, run_python
 
@@ -41,7 +44,7 @@ async def test_timeout_kills_the_whole_process_group() -> None:
     assert outcome.timed_out
     assert "timed out" in (outcome.error or "")
     grandchild = int(outcome.stdout.split()[0])
-    time.sleep(0.1)
+    await asyncio.sleep(0.1)
     assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == "zombie"
 
 
@@ -58,7 +61,9 @@ async def test_output_is_capped() -> None:
     assert outcome.stdout.endswith("[truncated]")
 
 
-async def test_runs_in_a_throwaway_directory_without_our_environment(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_runs_in_a_throwaway_directory_without_our_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("JETFLOW_SECRET", "s3cret")
     outcome = await run_python(
         "import os; print(os.getcwd()); print(os.environ.get('JETFLOW_SECRET'))", QUICK
@@ -66,6 +71,4 @@ async def test_runs_in_a_throwaway_directory_without_our_environment(monkeypatch
     workdir, secret = outcome.stdout.split()
     assert secret == "None"
     assert "jetflow-task-" in workdir
-    import os
-
-    assert not os.path.exists(workdir)
+    assert not await asyncio.to_thread(Path(workdir).exists)
