@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from nats.js.errors import NotFoundError
+
 from api.errors import ApiError
 from api.runtime import Runtime
 from handlers.projector import consumer_name
@@ -23,7 +25,10 @@ async def _reached(runtime: Runtime, projection: Projection, seq: int) -> bool:
         return True
     if await runtime.store.last_seq() < seq:
         return False
-    info = await runtime.store.js.consumer_info(runtime.store.stream, consumer_name(projection))
+    try:
+        info = await runtime.store.js.consumer_info(runtime.store.stream, consumer_name(projection))
+    except NotFoundError:  # no projector has ever run: nothing is applied
+        return False
     return info.num_pending == 0 and info.num_ack_pending == 0
 
 
