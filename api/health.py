@@ -7,6 +7,7 @@ from typing import Any
 
 import psutil
 from litestar import Controller, Response, get
+from litestar.di import NamedDependency
 from nats.errors import Error as NatsError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -22,7 +23,7 @@ class HealthController(Controller):
     tags = ["system"]
 
     @get("/health", summary="Health of NATS, the stream, the database and the projections")
-    async def health(self, runtime: Runtime) -> Response[dict[str, Any]]:
+    async def health(self, runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
         components: dict[str, Any] = {}
         healthy = True
         try:

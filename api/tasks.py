@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from pydantic import TypeAdapter
 from sqlalchemy import Row, func, select
@@ -39,19 +40,26 @@ from projections.tasks import NODES, TASKS, nodes, tasks
 
 SEQ_HEADER = "X-Jetflow-Seq"
 IdempotencyKey = Annotated[
-    str | None, Parameter(header="Idempotency-Key", required=False, max_length=256)
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        required=False,
+        max_length=256,
+        description="a resend with the same key appends nothing and answers like the first",
+    ),
 ]
 WaitForSeq = Annotated[
     int | None,
-    Parameter(
-        query="wait_for_seq",
+    QueryParameter(
+        name="wait_for_seq",
         ge=1,
         required=False,
         description="answer only once the read model has applied this stream sequence",
     ),
 ]
-Page = Annotated[int, Parameter(ge=1, le=1_000_000)]
-PageSize = Annotated[int, Parameter(ge=1, le=100)]
+Page = Annotated[int, QueryParameter(ge=1, le=1_000_000)]
+PageSize = Annotated[int, QueryParameter(ge=1, le=100)]
+Rt = NamedDependency[Runtime]
 
 
 def command_context(request: Request[Any, Any, Any], key: str | None) -> CommandContext:
@@ -121,8 +129,8 @@ class TaskController(Controller):
     async def submit(
         self,
         request: Request[Any, Any, Any],
-        runtime: Runtime,
-        data: SubmitTaskRequest,
+        runtime: Rt,
+        data: JSONBody[SubmitTaskRequest],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any]]:
         outcome = await submit_task(
@@ -137,7 +145,7 @@ class TaskController(Controller):
 
     @get("/tasks/{task_id:str}", summary="One task")
     async def get_task(
-        self, runtime: Runtime, task_id: str, wait_for_seq: WaitForSeq = None
+        self, runtime: Rt, task_id: FromPath[str], wait_for_seq: WaitForSeq = None
     ) -> dict[str, Any]:
         if wait_for_seq:
             await consistency.wait_for_seq(runtime, (TASKS,), wait_for_seq)
@@ -150,8 +158,8 @@ class TaskController(Controller):
     @get("/tasks", summary="Tasks, newest first, paginated")
     async def list_tasks(
         self,
-        runtime: Runtime,
-        status: TaskStatus | None = None,
+        runtime: Rt,
+        status: FromQuery[TaskStatus | None] = None,
         page: Page = 1,
         page_size: PageSize = 20,
         wait_for_seq: WaitForSeq = None,
@@ -182,9 +190,9 @@ class TaskController(Controller):
     async def cancel(
         self,
         request: Request[Any, Any, Any],
-        runtime: Runtime,
-        task_id: str,
-        data: CancelTaskRequest | None = None,
+        runtime: Rt,
+        task_id: FromPath[str],
+        data: JSONBody[CancelTaskRequest | None] = None,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any]]:
         body = data or CancelTaskRequest()
@@ -196,9 +204,9 @@ class TaskController(Controller):
     async def progress(
         self,
         request: Request[Any, Any, Any],
-        runtime: Runtime,
-        task_id: str,
-        data: ProgressRequest,
+        runtime: Rt,
+        task_id: FromPath[str],
+        data: JSONBody[ProgressRequest],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any]]:
         ctx = command_context(request, idempotency_key)
@@ -209,9 +217,9 @@ class TaskController(Controller):
     async def result(
         self,
         request: Request[Any, Any, Any],
-        runtime: Runtime,
-        task_id: str,
-        data: ResultRequest,
+        runtime: Rt,
+        task_id: FromPath[str],
+        data: JSONBody[ResultRequest],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any]]:
         ctx = command_context(request, idempotency_key)
@@ -231,8 +239,8 @@ class TaskController(Controller):
     async def lease(
         self,
         request: Request[Any, Any, Any],
-        runtime: Runtime,
-        node_id: str,
+        runtime: Rt,
+        node_id: FromPath[str],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any] | None]:
         granted = await lease_next_task(
@@ -263,9 +271,9 @@ class TaskController(Controller):
     async def heartbeat(
         self,
         request: Request[Any, Any, Any],
-        runtime: Runtime,
-        node_id: str,
-        data: HeartbeatRequest | None = None,
+        runtime: Rt,
+        node_id: FromPath[str],
+        data: JSONBody[HeartbeatRequest | None] = None,
     ) -> Response[dict[str, Any]]:
         ctx = command_context(request, None)
         outcome = await heartbeat(
@@ -274,7 +282,7 @@ class TaskController(Controller):
         return accepted(outcome, node_id=node_id, status="online")
 
     @get("/nodes", summary="Worker nodes with their state")
-    async def list_nodes(self, runtime: Runtime, wait_for_seq: WaitForSeq = None) -> dict[str, Any]:
+    async def list_nodes(self, runtime: Rt, wait_for_seq: WaitForSeq = None) -> dict[str, Any]:
         if wait_for_seq:
             await consistency.wait_for_seq(runtime, (NODES, TASKS), wait_for_seq)
         async with runtime.sessions() as session:
@@ -285,7 +293,7 @@ class TaskController(Controller):
     @get("/results", summary="Results of completed tasks, newest first")
     async def results(
         self,
-        runtime: Runtime,
+        runtime: Rt,
         page: Page = 1,
         page_size: PageSize = 50,
         wait_for_seq: WaitForSeq = None,
@@ -315,7 +323,7 @@ class TaskController(Controller):
         }
 
     @get("/stats", summary="Counts by status, run times, throughput and nodes")
-    async def stats(self, runtime: Runtime, wait_for_seq: WaitForSeq = None) -> dict[str, Any]:
+    async def stats(self, runtime: Rt, wait_for_seq: WaitForSeq = None) -> dict[str, Any]:
         if wait_for_seq:
             await consistency.wait_for_seq(runtime, (TASKS, NODES), wait_for_seq)
         hour_ago = datetime.now(UTC) - timedelta(hours=1)

@@ -25,7 +25,7 @@ checkpoints = Table(
     Column("seq", BigInteger, nullable=False),
 )
 
-Applier = Callable[[AsyncSession, RecordedEvent], Awaitable[None]]
+Applier = Callable[[AsyncSession, Sequence[RecordedEvent]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,7 @@ async def apply_batch(
         fresh = [e for e in events if e.seq > applied]
         if not fresh:
             return applied
-        for recorded in fresh:
-            await projection.apply(session, recorded)
+        await projection.apply(session, fresh)
         last = fresh[-1].seq
         if applied == 0:
             await session.execute(

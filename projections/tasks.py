@@ -6,25 +6,15 @@ clock at apply time, so a rebuild from sequence 1 writes the same bytes.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    DateTime,
-    Float,
-    Index,
-    Integer,
-    String,
-    Table,
-    Text,
-    select,
-    update,
-)
+from sqlalchemy import BigInteger, Column, DateTime, Float, Index, Integer, String, Table, Text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.envelope import RecordedEvent
 from projections.base import Projection, metadata
+from projections.rows import RowBatch
 
 tasks = Table(
     "tasks",
@@ -78,28 +68,27 @@ def _released(status: str, event: RecordedEvent, **values: object) -> dict[str, 
     }
 
 
-async def apply_task_event(session: AsyncSession, event: RecordedEvent) -> None:
+def apply_task_event(rows: RowBatch, event: RecordedEvent) -> None:
     p = event.payload
-    where = tasks.c.task_id == event.aggregate_id
     at = event.occurred_at
     match event.type:
         case "TaskSubmitted":
-            await session.execute(
-                tasks.insert().values(
-                    task_id=p["task_id"],
-                    owner=p["owner"],
-                    code=p["code"],
-                    timeout=p["timeout"],
-                    cpu=p["resources"]["cpu"],
-                    memory=p["resources"]["memory"],
-                    priority=p["priority"],
-                    max_attempts=p["max_attempts"],
-                    status="pending",
-                    attempt=0,
-                    progress=0.0,
-                    submitted_at=at,
-                    last_seq=event.seq,
-                )
+            rows.insert(
+                {
+                    "task_id": p["task_id"],
+                    "owner": p["owner"],
+                    "code": p["code"],
+                    "timeout": p["timeout"],
+                    "cpu": p["resources"]["cpu"],
+                    "memory": p["resources"]["memory"],
+                    "priority": p["priority"],
+                    "max_attempts": p["max_attempts"],
+                    "status": "pending",
+                    "attempt": 0,
+                    "progress": 0.0,
+                    "submitted_at": at,
+                    "last_seq": event.seq,
+                }
             )
             return
         case "TaskAssigned":
@@ -115,15 +104,15 @@ async def apply_task_event(session: AsyncSession, event: RecordedEvent) -> None:
         case "TaskProgressed":
             values = {"status": "running", "progress": p["percent"], "last_seq": event.seq}
         case "TaskCompleted":
-            started = await session.scalar(select(tasks.c.started_at).where(where))
-            run_time = (at - _aware(started)).total_seconds() if started else None
+            row = rows.get(event.aggregate_id)
+            started = row["started_at"] if row else None
             values = _released(
                 "completed",
                 event,
                 result=p["result"],
                 progress=100.0,
                 finished_at=at,
-                run_time_s=run_time,
+                run_time_s=(at - _aware(started)).total_seconds() if started else None,
             )
         case "TaskFailed":
             values = _released("failed", event, error=p["error"], finished_at=at)
@@ -138,31 +127,27 @@ async def apply_task_event(session: AsyncSession, event: RecordedEvent) -> None:
             values = _released("cancelled", event, error=p["reason"] or None, finished_at=at)
         case _:
             return
-    await session.execute(update(tasks).where(where).values(**values))
+    rows.update(event.aggregate_id, **values)
 
 
-async def apply_node_event(session: AsyncSession, event: RecordedEvent) -> None:
+def apply_node_event(rows: RowBatch, event: RecordedEvent) -> None:
     p = event.payload
-    where = nodes.c.node_id == event.aggregate_id
     match event.type:
         case "NodeJoined":
-            exists = await session.scalar(select(nodes.c.node_id).where(where))
-            if exists:
-                await session.execute(
-                    update(nodes).where(where).values(status="online", last_seq=event.seq)
-                )
+            if rows.get(event.aggregate_id) is not None:
+                rows.update(event.aggregate_id, status="online", last_seq=event.seq)
                 return
-            await session.execute(
-                nodes.insert().values(
-                    node_id=p["node_id"],
-                    status="online",
-                    joined_at=event.occurred_at,
-                    cpu_cores=0,
-                    memory_mb=0,
-                    cpu_percent=0.0,
-                    memory_percent=0.0,
-                    last_seq=event.seq,
-                )
+            rows.insert(
+                {
+                    "node_id": p["node_id"],
+                    "status": "online",
+                    "joined_at": event.occurred_at,
+                    "cpu_cores": 0,
+                    "memory_mb": 0,
+                    "cpu_percent": 0.0,
+                    "memory_percent": 0.0,
+                    "last_seq": event.seq,
+                }
             )
         case "NodeHeartbeat":
             values: dict[str, object] = {
@@ -175,11 +160,24 @@ async def apply_node_event(session: AsyncSession, event: RecordedEvent) -> None:
             if p["current_load"] is not None:
                 values["cpu_percent"] = p["current_load"]["cpu_percent"]
                 values["memory_percent"] = p["current_load"]["memory_percent"]
-            await session.execute(update(nodes).where(where).values(**values))
+            rows.update(event.aggregate_id, **values)
         case "NodeWentOffline":
-            await session.execute(
-                update(nodes).where(where).values(status="offline", last_seq=event.seq)
-            )
+            rows.update(event.aggregate_id, status="offline", last_seq=event.seq)
+
+
+def batch_applier(
+    table: Table, apply: Callable[[RowBatch, RecordedEvent], None]
+) -> Callable[[AsyncSession, Sequence[RecordedEvent]], Awaitable[None]]:
+    """Turn a per-event applier over one table into a batch applier for ``Projection``."""
+
+    async def apply_all(session: AsyncSession, events: Sequence[RecordedEvent]) -> None:
+        rows = RowBatch(table)
+        await rows.load(session, {e.aggregate_id for e in events})
+        for event in events:
+            apply(rows, event)
+        await rows.flush(session)
+
+    return apply_all
 
 
 def _aware(value: datetime) -> datetime:
@@ -188,8 +186,14 @@ def _aware(value: datetime) -> datetime:
 
 
 TASKS = Projection(
-    name="tasks", subject_filter="ev.task.>", tables=(tasks,), apply=apply_task_event
+    name="tasks",
+    subject_filter="ev.task.>",
+    tables=(tasks,),
+    apply=batch_applier(tasks, apply_task_event),
 )
 NODES = Projection(
-    name="nodes", subject_filter="ev.node.>", tables=(nodes,), apply=apply_node_event
+    name="nodes",
+    subject_filter="ev.node.>",
+    tables=(nodes,),
+    apply=batch_applier(nodes, apply_node_event),
 )
