@@ -75,6 +75,9 @@ class Aggregate(Generic[S]):
     decide: Callable[[S, Any], list[Event]]
     evolve: Callable[[S, Event], S]
     events: tuple[type[Event], ...]
+    # Commands that start a new instance: the store may skip loading for them and let the
+    # "no events yet" concurrency check prove the instance is new.
+    creates: tuple[type[Command], ...] = ()
 
     def fold(self, events: Sequence[Event], state: S | None = None) -> S:
         current = self.initial() if state is None else state

@@ -362,4 +362,5 @@ TASK = Aggregate[TaskState](
         TaskRequeued,
         TaskCancelled,
     ),
+    creates=(SubmitTask,),
 )

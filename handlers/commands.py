@@ -58,7 +58,10 @@ class CommandService:
         for attempt in range(self.max_retries):
             if key is not None and (known := await self.idempotency.get(scope, key)):
                 return known
-            state, version = await self.store.load(aggregate, aggregate_id)
+            if attempt == 0 and isinstance(command, aggregate.creates):
+                state, version = aggregate.initial(), 0
+            else:
+                state, version = await self.store.load(aggregate, aggregate_id)
             events = aggregate.decide(state, command)
             try:
                 result = await self.store.append(
