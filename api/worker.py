@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import psutil
+
 from adapters.code_runner import RunLimits, run_python
 
 log = logging.getLogger("jetflow.worker")
