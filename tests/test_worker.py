@@ -15,7 +15,8 @@ JETFLOW = str(Path(sys.executable).parent / "jetflow")
 
 async def wait_status(service: Service, task_id: str, statuses: set[str]) -> dict[str, Any]:
     for _ in range(300):
-        task = (await service.http.get(f"/tasks/{task_id}")).json()
+        answer = await service.http.get(f"/tasks/{task_id}")
+        task = answer.json() if answer.status_code == 200 else {"status": "not yet projected"}
         if task["status"] in statuses:
             return dict(task)
         await asyncio.sleep(0.1)
