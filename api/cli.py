@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -69,6 +70,11 @@ async def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     )
     server = uvicorn.Server(config)
     logging.getLogger("jetflow").info("NATS at %s", runtime.nats_url)
+    # uvicorn re-raises the signal that stopped it once it has shut down; with the default
+    # handlers that would kill the process before the runtime (and its embedded nats-server)
+    # is stopped, so the re-raised signal is made harmless here.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     try:
         await server.serve()
     finally:
