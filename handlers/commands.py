@@ -17,6 +17,7 @@ from adapters.envelope import Metadata
 from adapters.event_store import ConcurrencyConflict, DuplicateAppend, EventStore
 from adapters.idempotency import CommandOutcome, IdempotencyRecords
 from domain.base import Aggregate, Command
+from handlers.repository import AggregateRepository
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class CommandService:
         max_retries: int = 8,
     ) -> None:
         self.store = store
+        self.repository = AggregateRepository(store)
         self.idempotency = idempotency
         self.max_retries = max_retries
 
@@ -55,43 +57,46 @@ class CommandService:
         ctx = context or CommandContext()
         scope = f"{aggregate.name}.{type(command).__name__}"
         key = ctx.idempotency_key
-        for attempt in range(self.max_retries):
-            if key is not None and (known := await self.idempotency.get(scope, key)):
-                return known
-            if attempt == 0 and isinstance(command, aggregate.creates):
-                state, version = aggregate.initial(), 0
-            else:
-                state, version = await self.store.load(aggregate, aggregate_id)
-            events = aggregate.decide(state, command)
-            try:
-                result = await self.store.append(
-                    aggregate.name,
-                    aggregate_id,
-                    events,
-                    version,
-                    metadata=ctx.metadata,
-                    idempotency_key=f"{scope}:{key}" if key is not None else None,
-                    occurred_at=at,
+        async with self.repository.exclusive(aggregate, aggregate_id):
+            for attempt in range(self.max_retries):
+                if key is not None and (known := await self.idempotency.get(scope, key)):
+                    return known
+                if attempt == 0 and isinstance(command, aggregate.creates):
+                    state, version = aggregate.initial(), 0
+                else:
+                    state, version = await self.repository.load(aggregate, aggregate_id)
+                events = aggregate.decide(state, command)
+                try:
+                    result = await self.store.append(
+                        aggregate.name,
+                        aggregate_id,
+                        events,
+                        version,
+                        metadata=ctx.metadata,
+                        idempotency_key=f"{scope}:{key}" if key is not None else None,
+                        occurred_at=at,
+                    )
+                except ConcurrencyConflict:
+                    # Another process got in first; spread the retries of a burst.
+                    await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+                    continue
+                except DuplicateAppend:
+                    assert key is not None
+                    return await self._first_answer(scope, key, None)
+                if result.duplicate and key is not None:
+                    return await self._first_answer(scope, key, result.last_seq)
+                # The expected-sequence check proves nothing came between ``version`` and us.
+                self.repository.applied(aggregate, aggregate_id, state, events, result.last_seq)
+                outcome = CommandOutcome(
+                    aggregate=aggregate.name,
+                    aggregate_id=aggregate_id,
+                    first_seq=result.first_seq,
+                    last_seq=result.last_seq,
+                    events=tuple(e.type_name() for e in events),
                 )
-            except ConcurrencyConflict:
-                # Spread the retries of a burst so they do not collide again in lockstep.
-                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
-                continue
-            except DuplicateAppend:
-                assert key is not None
-                return await self._first_answer(scope, key, None)
-            if result.duplicate and key is not None:
-                return await self._first_answer(scope, key, result.last_seq)
-            outcome = CommandOutcome(
-                aggregate=aggregate.name,
-                aggregate_id=aggregate_id,
-                first_seq=result.first_seq,
-                last_seq=result.last_seq,
-                events=tuple(e.type_name() for e in events),
-            )
-            if key is not None:
-                await self.idempotency.put(scope, key, outcome)
-            return outcome
+                if key is not None:
+                    await self.idempotency.put(scope, key, outcome)
+                return outcome
         raise TooManyConflicts(
             f"{aggregate.name} {aggregate_id} changed {self.max_retries} times while deciding"
         )
