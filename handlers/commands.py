@@ -16,7 +16,7 @@ from typing import Any
 from adapters.envelope import Metadata
 from adapters.event_store import ConcurrencyConflict, DuplicateAppend, EventStore
 from adapters.idempotency import CommandOutcome, IdempotencyRecords
-from domain.base import Aggregate, Command
+from domain.base import Aggregate, Command, DomainError
 from handlers.repository import AggregateRepository
 
 
@@ -61,11 +61,21 @@ class CommandService:
             for attempt in range(self.max_retries):
                 if key is not None and (known := await self.idempotency.get(scope, key)):
                     return known
-                if attempt == 0 and isinstance(command, aggregate.creates):
+                known = self.repository.cached(aggregate, aggregate_id) if attempt == 0 else None
+                if known is not None:
+                    state, version = known
+                elif attempt == 0 and isinstance(command, aggregate.creates):
                     state, version = aggregate.initial(), 0
                 else:
                     state, version = await self.repository.load(aggregate, aggregate_id)
-                events = aggregate.decide(state, command)
+                try:
+                    events = aggregate.decide(state, command)
+                except DomainError:
+                    if known is None:
+                        raise
+                    # The cached state may be behind another process's writes: read, decide again.
+                    state, version = await self.repository.load(aggregate, aggregate_id)
+                    events = aggregate.decide(state, command)
                 try:
                     result = await self.store.append(
                         aggregate.name,

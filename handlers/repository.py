@@ -42,6 +42,11 @@ class AggregateRepository:
             state = aggregate.initial()
         return state, version
 
+    def cached(self, aggregate: Aggregate[Any], aggregate_id: str) -> tuple[Any, int] | None:
+        """The last state this process saw, possibly behind the stream: decide on it only
+        optimistically (the append's sequence check will tell)."""
+        return self._states.get((aggregate.name, aggregate_id))
+
     def applied(
         self,
         aggregate: Aggregate[Any],
