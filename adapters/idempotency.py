@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
+
+from domain.base import Event
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class CommandOutcome:
     last_seq: int
     events: tuple[str, ...]
     replayed: bool = False
+    # The decided events themselves, for the caller that just appended them; not remembered.
+    decided: tuple[Event, ...] = field(default=(), compare=False, repr=False)
 
 
 class IdempotencyRecords:
@@ -57,4 +61,6 @@ class IdempotencyRecords:
         return CommandOutcome(**{**raw, "replayed": True})
 
     async def put(self, scope: str, key: str, outcome: CommandOutcome) -> None:
-        await self.kv.put(self._key(scope, key), json.dumps(asdict(outcome)).encode())
+        remembered = asdict(outcome)
+        del remembered["decided"], remembered["replayed"]
+        await self.kv.put(self._key(scope, key), json.dumps(remembered).encode())

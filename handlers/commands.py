@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from adapters.envelope import Metadata
+from adapters.envelope import Metadata, to_domain
 from adapters.event_store import ConcurrencyConflict, DuplicateAppend, EventStore
 from adapters.idempotency import CommandOutcome, IdempotencyRecords
-from domain.base import Aggregate, Command, DomainError
+from domain.base import Aggregate, Command, DomainError, Event
 from handlers.repository import AggregateRepository
 
 
@@ -103,6 +103,7 @@ class CommandService:
                     first_seq=result.first_seq,
                     last_seq=result.last_seq,
                     events=tuple(e.type_name() for e in events),
+                    decided=tuple(events),
                 )
                 if key is not None:
                     await self.idempotency.put(scope, key, outcome)
@@ -110,6 +111,15 @@ class CommandService:
         raise TooManyConflicts(
             f"{aggregate.name} {aggregate_id} changed {self.max_retries} times while deciding"
         )
+
+    async def decided_events(
+        self, aggregate: Aggregate[Any], outcome: CommandOutcome
+    ) -> tuple[Event, ...]:
+        """The events behind an outcome, read back from the stream when it was a replay."""
+        if outcome.decided:
+            return outcome.decided
+        seqs = range(outcome.first_seq, outcome.last_seq + 1)
+        return tuple(to_domain(aggregate, await self.store.get(seq)) for seq in seqs)
 
     async def _first_answer(self, scope: str, key: str, seq: int | None) -> CommandOutcome:
         """The stream already holds this command's events: answer as the first delivery did.

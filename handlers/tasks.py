@@ -33,6 +33,7 @@ from domain.tasks import (
     Resources,
     ResultText,
     SubmitTask,
+    TaskAssigned,
     TaskId,
     TimeoutSeconds,
 )
@@ -176,16 +177,16 @@ async def lease_next_task(
             outcome = await commands.execute(TASK, task_id, command, context, at=now)
         except DomainError:
             continue
-        state, _ = await commands.store.load(TASK, task_id)
-        assert state.lease_deadline is not None
+        [assigned] = await commands.decided_events(TASK, outcome)
+        assert isinstance(assigned, TaskAssigned)
         return Lease(
             task_id=task_id,
             code=code,
             timeout=timeout,
             cpu=cpu,
             memory=memory,
-            attempt=state.attempt,
-            lease_deadline=state.lease_deadline,
+            attempt=assigned.attempt,
+            lease_deadline=assigned.lease_deadline,
             outcome=outcome,
         )
     return None

@@ -1,0 +1,340 @@
+"""Use cases of render jobs, shared by the HTTP routes and the ``cmd.render.*`` subjects."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from uuid6 import uuid7
+
+from adapters.envelope import Metadata
+from adapters.idempotency import CommandOutcome
+from domain.base import DomainError, Invalid
+from domain.hardware import HardwareConfig, match
+from domain.render import (
+    RENDER_JOB,
+    CancelRenderJob,
+    CreateRenderJob,
+    Engine,
+    ExpireRenderJob,
+    FailFrame,
+    FinishFrame,
+    FrameStarted,
+    HardwareChoice,
+    JobId,
+    LeaseFrame,
+    NodeId,
+    PauseRenderJob,
+    ResumeRenderJob,
+    RetryFrame,
+    TestFrames,
+    TimeOutFrame,
+)
+from domain.scenes import SCENE, RecordSceneAnalysis, SceneAnalysis, SceneHash
+from handlers.commands import CommandContext, CommandService
+from projections.render import render_frames, render_jobs
+
+LEASE_CANDIDATES = 16
+DEFAULT_HARDWARE_FILE = Path(__file__).resolve().parents[1] / "config" / "hardware_configs.json"
+
+
+def load_hardware_configs(path: Path | None = None) -> list[HardwareConfig]:
+    raw = json.loads((path or DEFAULT_HARDWARE_FILE).read_text())
+    return [HardwareConfig.model_validate(item) for item in raw]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class CreateRenderJobRequest(Request):
+    owner: Annotated[str, StringConstraints(min_length=1, max_length=100)] = Field(
+        validation_alias=AliasChoices("owner", "unionid")
+    )
+    scene_file: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = Field(
+        default=None, validation_alias=AliasChoices("scene_file", "oss_file_path")
+    )
+    file_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    scene_file_hash: Annotated[str, StringConstraints(max_length=128)] | None = None
+    render_engine: Engine
+    renderer: Annotated[str, StringConstraints(max_length=64)] | None = None
+    frame_start: Annotated[int, Field(ge=0)] = 1
+    frame_end: Annotated[int, Field(ge=0)] | None = None
+    total_frames: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    test_frames: TestFrames = None
+    stop_after_test: bool = False
+    priority: Annotated[int, Field(ge=0, le=10)] = 5
+    ram: Annotated[int, Field(ge=4, le=512)] | None = None
+    gpu_count: Annotated[int, Field(ge=0, le=8)] = 0
+    hardware_config_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+    frame_timeout: Annotated[int, Field(gt=0, le=7 * 86_400)] = 43_200
+    task_timeout: Annotated[int, Field(gt=0, le=30 * 86_400)] = 86_400
+    max_frame_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    cg_version: Annotated[str, StringConstraints(max_length=64)] | None = None
+    plugins: dict[str, str] = {}
+
+
+class FinishFrameRequest(Request):
+    node_id: NodeId
+    output_path: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    output_size: Annotated[int, Field(ge=0)]
+    output_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+    render_time: Annotated[float, Field(ge=0)]
+
+
+class FailFrameRequest(Request):
+    node_id: NodeId
+    error: Annotated[str, StringConstraints(min_length=1, max_length=4_000)]
+
+
+class CancelRenderJobRequest(Request):
+    reason: Annotated[str, StringConstraints(max_length=1_000)] = ""
+
+
+class SceneAnalysisRequest(SceneAnalysis):
+    scene_file_hash: SceneHash
+
+
+@dataclass(frozen=True)
+class FrameLease:
+    job_id: str
+    frame: int
+    attempt: int
+    scene_file: str
+    render_engine: str
+    renderer: str | None
+    deadline: datetime
+    outcome: CommandOutcome
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def resolve_hardware(
+    configs: list[HardwareConfig], request: CreateRenderJobRequest
+) -> HardwareChoice | None:
+    if request.hardware_config_id is not None:
+        chosen = next((c for c in configs if c.id == request.hardware_config_id), None)
+        if chosen is None:
+            raise Invalid(
+                "unknown_hardware_config",
+                f"No hardware config {request.hardware_config_id!r}",
+                field="hardware_config_id",
+            )
+    else:
+        chosen, _ = match(configs, request.ram, request.gpu_count)
+        if chosen is None and (request.ram or request.gpu_count):
+            raise Invalid(
+                "no_matching_hardware",
+                "No available hardware config has that much RAM and that many GPUs",
+                field="ram",
+            )
+    if chosen is None:
+        return None
+    return HardwareChoice(
+        id=chosen.id,
+        config_name=chosen.config_name,
+        ram=chosen.ram,
+        gpu_count=chosen.gpu_count,
+        price_per_hour=chosen.price_per_hour,
+    )
+
+
+async def create_render_job(
+    commands: CommandService,
+    configs: list[HardwareConfig],
+    request: CreateRenderJobRequest,
+    context: CommandContext,
+) -> tuple[CommandOutcome, CreateRenderJob]:
+    if request.scene_file is None and request.file_id is None:
+        raise Invalid("scene_file_missing", "scene_file or file_id is required", field="scene_file")
+    job_id = str(uuid7())
+    fields = request.model_dump(exclude={"file_id", "hardware_config_id", "scene_file"})
+    command = CreateRenderJob(
+        job_id=job_id,
+        scene_file=request.scene_file or f"upload:{request.file_id}",
+        hardware=resolve_hardware(configs, request),
+        **fields,
+    )
+    return await commands.execute(RENDER_JOB, job_id, command, context), command
+
+
+async def lease_frame(
+    commands: CommandService,
+    sessions: async_sessionmaker[AsyncSession],
+    node_id: NodeId,
+    context: CommandContext,
+) -> FrameLease | None:
+    """The next frame for a node, from the most urgent job that can start one.
+
+    The job projection proposes candidates; the job aggregate picks the frame and refuses when
+    the job is paused, waiting for its test frames, finished, or out of queued frames.
+    """
+    async with sessions() as session:
+        candidates = (
+            await session.execute(
+                select(
+                    render_jobs.c.job_id,
+                    render_jobs.c.scene_file,
+                    render_jobs.c.render_engine,
+                    render_jobs.c.renderer,
+                )
+                .where(
+                    render_jobs.c.status.in_(("queued", "rendering")),
+                    render_jobs.c.queued_frames > 0,
+                )
+                .order_by(
+                    render_jobs.c.priority.desc(), render_jobs.c.created_at, render_jobs.c.job_id
+                )
+                .limit(LEASE_CANDIDATES)
+            )
+        ).all()
+    for job_id, scene_file, engine, renderer in candidates:
+        now = _now()
+        try:
+            outcome = await commands.execute(
+                RENDER_JOB,
+                job_id,
+                LeaseFrame(job_id=job_id, node_id=node_id, at=now),
+                context,
+                at=now,
+            )
+        except DomainError:
+            continue
+        events = await commands.decided_events(RENDER_JOB, outcome)
+        started = next(e for e in events if isinstance(e, FrameStarted))
+        return FrameLease(
+            job_id=job_id,
+            frame=started.frame,
+            attempt=started.attempt,
+            scene_file=scene_file,
+            render_engine=engine,
+            renderer=renderer,
+            deadline=started.deadline,
+            outcome=outcome,
+        )
+    return None
+
+
+async def finish_frame(
+    commands: CommandService,
+    job_id: JobId,
+    frame: int,
+    request: FinishFrameRequest,
+    context: CommandContext,
+) -> CommandOutcome:
+    now = _now()
+    command = FinishFrame(job_id=job_id, frame=frame, at=now, **request.model_dump())
+    return await commands.execute(RENDER_JOB, job_id, command, context, at=now)
+
+
+async def fail_frame(
+    commands: CommandService,
+    job_id: JobId,
+    frame: int,
+    request: FailFrameRequest,
+    context: CommandContext,
+) -> CommandOutcome:
+    now = _now()
+    command = FailFrame(job_id=job_id, frame=frame, at=now, **request.model_dump())
+    return await commands.execute(RENDER_JOB, job_id, command, context, at=now)
+
+
+async def retry_frame(
+    commands: CommandService, job_id: JobId, frame: int, context: CommandContext
+) -> CommandOutcome:
+    command = RetryFrame(job_id=job_id, frame=frame)
+    return await commands.execute(RENDER_JOB, job_id, command, context)
+
+
+async def pause_job(
+    commands: CommandService, job_id: JobId, context: CommandContext
+) -> CommandOutcome:
+    return await commands.execute(RENDER_JOB, job_id, PauseRenderJob(job_id=job_id), context)
+
+
+async def resume_job(
+    commands: CommandService, job_id: JobId, context: CommandContext
+) -> CommandOutcome:
+    return await commands.execute(RENDER_JOB, job_id, ResumeRenderJob(job_id=job_id), context)
+
+
+async def cancel_job(
+    commands: CommandService,
+    job_id: JobId,
+    request: CancelRenderJobRequest,
+    context: CommandContext,
+) -> CommandOutcome:
+    command = CancelRenderJob(job_id=job_id, reason=request.reason)
+    return await commands.execute(RENDER_JOB, job_id, command, context)
+
+
+async def record_scene_analysis(
+    commands: CommandService, request: SceneAnalysisRequest, context: CommandContext
+) -> CommandOutcome:
+    scene_hash = request.scene_file_hash.lower()
+    analysis = SceneAnalysis.model_validate(request.model_dump(exclude={"scene_file_hash"}))
+    command = RecordSceneAnalysis(scene_file_hash=scene_hash, analysis=analysis)
+    return await commands.execute(SCENE, scene_hash, command, context)
+
+
+TIMER = CommandContext(Metadata(actor="system:timer"))
+
+
+async def time_out_frames(
+    commands: CommandService, sessions: async_sessionmaker[AsyncSession], now: datetime
+) -> int:
+    """Fail every frame rendering past its frame_timeout (the job retries it if it may)."""
+    async with sessions() as session:
+        late = (
+            await session.execute(
+                select(
+                    render_frames.c.job_id, render_frames.c.frame_number, render_frames.c.attempt
+                )
+                .where(render_frames.c.status == "rendering", render_frames.c.deadline < now)
+                .limit(1000)
+            )
+        ).all()
+    timed_out = 0
+    for job_id, number, attempt in late:
+        command = TimeOutFrame(job_id=job_id, frame=number, attempt=attempt, at=now)
+        try:
+            await commands.execute(RENDER_JOB, job_id, command, TIMER, at=now)
+            timed_out += 1
+        except DomainError:
+            continue
+    return timed_out
+
+
+async def expire_render_jobs(
+    commands: CommandService, sessions: async_sessionmaker[AsyncSession], now: datetime
+) -> int:
+    """Fail every job that has been running for longer than its task_timeout."""
+    async with sessions() as session:
+        running = (
+            await session.execute(
+                select(
+                    render_jobs.c.job_id, render_jobs.c.started_at, render_jobs.c.task_timeout
+                ).where(render_jobs.c.status.in_(("rendering", "paused", "test_completed")))
+            )
+        ).all()
+    expired = 0
+    for job_id, started_at, task_timeout in running:
+        started = started_at if started_at.tzinfo else started_at.replace(tzinfo=UTC)
+        if (now - started).total_seconds() < task_timeout:
+            continue
+        try:
+            await commands.execute(
+                RENDER_JOB, job_id, ExpireRenderJob(job_id=job_id, at=now), TIMER, at=now
+            )
+            expired += 1
+        except DomainError:
+            continue
+    return expired
