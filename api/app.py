@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from api.errors import EXCEPTION_HANDLERS
 from api.health import VERSION, HealthController
+from api.render import RenderController
 from api.runtime import Runtime
 from api.tasks import TaskController
+from handlers.render import load_hardware_configs
 
 
 def create_app(runtime: Runtime) -> Litestar:
@@ -19,9 +22,10 @@ def create_app(runtime: Runtime) -> Litestar:
         return runtime
 
     return Litestar(
-        route_handlers=[TaskController, HealthController],
+        route_handlers=[TaskController, RenderController, HealthController],
         dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(title="jetflow", version=VERSION, path="/schema"),
         debug=False,
+        state=State({"hardware_configs": load_hardware_configs(runtime.settings.hardware_configs)}),
     )

@@ -24,11 +24,12 @@ from handlers.nats_commands import register_command_subjects
 from handlers.process_managers import run_timers, start_node_offline_requeuer
 from handlers.projector import ProjectionProgress, start_projection
 from projections.base import Projection, create_tables
+from projections.render import RENDER, SCENES
 from projections.tasks import NODES, TASKS
 
 log = logging.getLogger(__name__)
 
-PROJECTIONS: tuple[Projection, ...] = (TASKS, NODES)
+PROJECTIONS: tuple[Projection, ...] = (TASKS, NODES, RENDER, SCENES)
 
 
 @dataclass

@@ -25,6 +25,7 @@ class Settings:
     wait_max_s: float = 5.0
     projection_batch: int = 500
     embedded_nats_port: int = -1
+    hardware_configs: Path | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -41,4 +42,5 @@ class Settings:
             wait_max_s=float(_env("JETFLOW_WAIT_MAX_S", "5")),
             projection_batch=int(_env("JETFLOW_PROJECTION_BATCH", "500")),
             embedded_nats_port=int(_env("JETFLOW_NATS_PORT", "-1")),
+            hardware_configs=Path(p) if (p := os.environ.get("JETFLOW_HARDWARE_CONFIGS")) else None,
         )

@@ -7,22 +7,28 @@ Writes answer 202 with the stream sequence of their last event (body ``seq`` and
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
-from pydantic import TypeAdapter
 from sqlalchemy import Row, func, select
 
-from adapters.envelope import Metadata
-from adapters.idempotency import CommandOutcome
 from api import consistency
 from api.errors import ApiError
-from api.runtime import Runtime
-from domain.tasks import NodeId, TaskId, TaskStatus
-from handlers.commands import CommandContext
+from api.http import (
+    SEQ_HEADER,
+    IdempotencyKey,
+    Page,
+    PageSize,
+    Rt,
+    WaitForSeq,
+    accepted,
+    command_context,
+    path_id,
+    utc,
+)
+from domain.tasks import TaskStatus
 from handlers.tasks import (
     CancelTaskRequest,
     HeartbeatRequest,
@@ -38,49 +44,6 @@ from handlers.tasks import (
 )
 from projections.tasks import NODES, TASKS, nodes, tasks
 
-SEQ_HEADER = "X-Jetflow-Seq"
-IdempotencyKey = Annotated[
-    str | None,
-    HeaderParameter(
-        name="Idempotency-Key",
-        required=False,
-        max_length=256,
-        description="a resend with the same key appends nothing and answers like the first",
-    ),
-]
-WaitForSeq = Annotated[
-    int | None,
-    QueryParameter(
-        name="wait_for_seq",
-        ge=1,
-        required=False,
-        description="answer only once the read model has applied this stream sequence",
-    ),
-]
-Page = Annotated[int, QueryParameter(ge=1, le=1_000_000)]
-PageSize = Annotated[int, QueryParameter(ge=1, le=100)]
-Rt = NamedDependency[Runtime]
-
-
-def command_context(request: Request[Any, Any, Any], key: str | None) -> CommandContext:
-    actor = "http:anonymous"
-    correlation = request.headers.get("X-Correlation-Id")
-    return CommandContext(Metadata(actor=actor, correlation_id=correlation), key)
-
-
-def accepted(outcome: CommandOutcome, **body: Any) -> Response[dict[str, Any]]:
-    return Response(
-        {**body, "seq": outcome.last_seq, "events": list(outcome.events)},
-        status_code=HTTP_202_ACCEPTED,
-        headers={SEQ_HEADER: str(outcome.last_seq)},
-    )
-
-
-def _utc(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
-
 
 def task_view(row: Row[Any]) -> dict[str, Any]:
     m = row._mapping
@@ -95,13 +58,13 @@ def task_view(row: Row[Any]) -> dict[str, Any]:
         "max_attempts": m["max_attempts"],
         "attempt": m["attempt"],
         "node_id": m["node_id"],
-        "lease_deadline": _utc(m["lease_deadline"]),
+        "lease_deadline": utc(m["lease_deadline"]),
         "progress": m["progress"],
         "result": m["result"],
         "error": m["error"],
-        "submitted_at": _utc(m["submitted_at"]),
-        "started_at": _utc(m["started_at"]),
-        "finished_at": _utc(m["finished_at"]),
+        "submitted_at": utc(m["submitted_at"]),
+        "started_at": utc(m["started_at"]),
+        "finished_at": utc(m["finished_at"]),
         "run_time_s": m["run_time_s"],
         "seq": m["last_seq"],
     }
@@ -114,8 +77,8 @@ def node_view(row: Row[Any], held: int) -> dict[str, Any]:
         "node_id": m["node_id"],
         "status": status,
         "tasks_held": held,
-        "joined_at": _utc(m["joined_at"]),
-        "last_heartbeat_at": _utc(m["last_heartbeat_at"]),
+        "joined_at": utc(m["joined_at"]),
+        "last_heartbeat_at": utc(m["last_heartbeat_at"]),
         "resources": {"cpu_cores": m["cpu_cores"], "memory_mb": m["memory_mb"]},
         "current_load": {"cpu_percent": m["cpu_percent"], "memory_percent": m["memory_percent"]},
     }
@@ -197,7 +160,7 @@ class TaskController(Controller):
     ) -> Response[dict[str, Any]]:
         body = data or CancelTaskRequest()
         ctx = command_context(request, idempotency_key)
-        outcome = await cancel_task(runtime.commands, _task_id(task_id), body, ctx)
+        outcome = await cancel_task(runtime.commands, path_id(task_id), body, ctx)
         return accepted(outcome, task_id=task_id, status="cancelled")
 
     @post("/tasks/{task_id:str}/progress", status_code=HTTP_202_ACCEPTED, summary="Report progress")
@@ -210,7 +173,7 @@ class TaskController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any]]:
         ctx = command_context(request, idempotency_key)
-        outcome = await report_progress(runtime.commands, _task_id(task_id), data, ctx)
+        outcome = await report_progress(runtime.commands, path_id(task_id), data, ctx)
         return accepted(outcome, task_id=task_id, status="running")
 
     @post("/tasks/{task_id:str}/result", status_code=HTTP_202_ACCEPTED, summary="Report a result")
@@ -223,7 +186,7 @@ class TaskController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any]]:
         ctx = command_context(request, idempotency_key)
-        outcome = await report_result(runtime.commands, _task_id(task_id), data, ctx)
+        outcome = await report_result(runtime.commands, path_id(task_id), data, ctx)
         return accepted(
             outcome,
             task_id=task_id,
@@ -246,7 +209,7 @@ class TaskController(Controller):
         granted = await lease_next_task(
             runtime.commands,
             runtime.sessions,
-            _node_id(node_id),
+            path_id(node_id),
             command_context(request, idempotency_key),
             lease_grace_s=runtime.settings.lease_grace_s,
         )
@@ -277,7 +240,7 @@ class TaskController(Controller):
     ) -> Response[dict[str, Any]]:
         ctx = command_context(request, None)
         outcome = await heartbeat(
-            runtime.commands, _node_id(node_id), data or HeartbeatRequest(), ctx
+            runtime.commands, path_id(node_id), data or HeartbeatRequest(), ctx
         )
         return accepted(outcome, node_id=node_id, status="online")
 
@@ -317,7 +280,7 @@ class TaskController(Controller):
             "page": page,
             "page_size": page_size,
             "results": [
-                {"task_id": r.task_id, "result": r.result, "completed_at": _utc(r.finished_at)}
+                {"task_id": r.task_id, "result": r.result, "completed_at": utc(r.finished_at)}
                 for r in rows
             ],
         }
@@ -377,16 +340,3 @@ async def _tasks_held(session: Any) -> dict[str, int]:
         .group_by(tasks.c.node_id)
     )
     return {node_id: int(n) for node_id, n in rows.all()}
-
-
-_TASK_ID: TypeAdapter[str] = TypeAdapter(TaskId)
-_NODE_ID: TypeAdapter[str] = TypeAdapter(NodeId)
-
-
-def _task_id(value: str) -> TaskId:
-    """Path ids are checked like body fields, so a bad one answers the same 422 envelope."""
-    return _TASK_ID.validate_python(value)
-
-
-def _node_id(value: str) -> NodeId:
-    return _NODE_ID.validate_python(value)

@@ -25,6 +25,7 @@ from domain.nodes import NODE, MarkNodeOffline
 from domain.tasks import TASK, ExpireLease, RequeueTask
 from handlers.commands import CommandContext, CommandService
 from handlers.consumer import consume
+from handlers.render import expire_render_jobs, time_out_frames
 from projections.tasks import nodes, tasks
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ async def run_timers(
         now = datetime.now(UTC)
         await expire_leases(commands, sessions, now)
         await mark_silent_nodes(commands, sessions, now, silence_s)
+        await time_out_frames(commands, sessions, now)
+        await expire_render_jobs(commands, sessions, now)
         await asyncio.sleep(interval_s)
 
 

@@ -1,0 +1,71 @@
+"""HTTP pieces every route module shares: parameters, the write answer, the caller's context."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from litestar import Request, Response
+from litestar.di import NamedDependency
+from litestar.params import HeaderParameter, QueryParameter
+from litestar.status_codes import HTTP_202_ACCEPTED
+from pydantic import StringConstraints, TypeAdapter
+
+from adapters.envelope import Metadata
+from adapters.idempotency import CommandOutcome
+from api.runtime import Runtime
+from domain.base import AGGREGATE_ID_PATTERN
+from handlers.commands import CommandContext
+
+SEQ_HEADER = "X-Jetflow-Seq"
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        required=False,
+        max_length=256,
+        description="a resend with the same key appends nothing and answers like the first",
+    ),
+]
+WaitForSeq = Annotated[
+    int | None,
+    QueryParameter(
+        name="wait_for_seq",
+        ge=1,
+        required=False,
+        description="answer only once the read model has applied this stream sequence",
+    ),
+]
+Page = Annotated[int, QueryParameter(ge=1, le=1_000_000)]
+PageSize = Annotated[int, QueryParameter(ge=1, le=100)]
+Rt = NamedDependency[Runtime]
+
+
+def command_context(request: Request[Any, Any, Any], key: str | None) -> CommandContext:
+    actor = "http:anonymous"
+    correlation = request.headers.get("X-Correlation-Id")
+    return CommandContext(Metadata(actor=actor, correlation_id=correlation), key)
+
+
+def accepted(outcome: CommandOutcome, **body: Any) -> Response[dict[str, Any]]:
+    return Response(
+        {**body, "seq": outcome.last_seq, "events": list(outcome.events)},
+        status_code=HTTP_202_ACCEPTED,
+        headers={SEQ_HEADER: str(outcome.last_seq)},
+    )
+
+
+def utc(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+_AGGREGATE_ID: TypeAdapter[str] = TypeAdapter(
+    Annotated[str, StringConstraints(pattern=AGGREGATE_ID_PATTERN)]
+)
+
+
+def path_id(value: str) -> str:
+    """Ids in paths are checked like body fields, so a bad one answers the same field error."""
+    return _AGGREGATE_ID.validate_python(value)
