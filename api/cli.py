@@ -31,6 +31,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     sub.add_parser("replay", help="drop every projection and rebuild it from sequence 1")
 
+    render = sub.add_parser("render-node", help="simulated render nodes that lease frames")
+    render.add_argument("--nats", help="NATS URL (cmd.render.*); default NATS_URL")
+    render.add_argument("--api", help="use HTTP at this jetflow base URL instead of NATS")
+    render.add_argument("--count", type=int, default=1, help="how many nodes to simulate")
+    render.add_argument("--frame-time", default="0", help="seconds per frame: S or MIN-MAX")
+    render.add_argument("--failure-rate", type=float, default=0.0, help="0..1")
+    render.add_argument("--idle-exit", type=float, help="exit after this many idle seconds")
+    render.add_argument("--seed", type=int, help="random seed for timing and failures")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
@@ -47,12 +56,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_tasks=args.max_tasks,
         )
         return asyncio.run(node.run_until_signalled())
+    if args.command == "render-node":
+        return asyncio.run(_render_nodes(args, settings))
     if args.command == "replay":
         from api.replay import replay_all
 
         return asyncio.run(replay_all(settings))
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+async def _render_nodes(args: argparse.Namespace, settings: Settings) -> int:
+    from api.render_node import run_nodes
+
+    low, _, high = args.frame_time.partition("-")
+    nats_url = None if args.api else (args.nats or settings.nats_url)
+    if not args.api and not nats_url:
+        raise SystemExit("render-node needs --nats, NATS_URL or --api")
+    stats = await run_nodes(
+        count=args.count,
+        nats_url=nats_url,
+        api=args.api,
+        frame_time=(float(low), float(high or low)),
+        failure_rate=args.failure_rate,
+        idle_exit_s=args.idle_exit,
+        seed=args.seed,
+    )
+    finished = sum(s.finished for s in stats)
+    failed = sum(s.failed for s in stats)
+    refused = sum(s.refused for s in stats)
+    print(f"render nodes: {finished} frames finished, {failed} failed, {refused} refused")
+    return 0
 
 
 async def _serve(settings: Settings, host: str | None, port: int | None) -> int:

@@ -353,17 +353,26 @@ class RenderController(Controller):
     tags = ["render"]
     exception_handlers = SEED_HANDLERS
 
-    @post("/render-jobs", status_code=HTTP_201_CREATED, summary="Create a render job")
+    @post(
+        "/render-jobs",
+        status_code=HTTP_201_CREATED,
+        summary="Create a render job",
+        description="Body: see CreateRenderJobRequest (unionid, oss_file_path or file_id, "
+        "render_engine, frame range or total_frames, test_frames, hardware needs, timeouts).",
+    )
     async def create(
         self,
         request: Request[Any, Any, Any],
         runtime: Rt,
-        data: JSONBody[CreateRenderJobRequest],
+        data: JSONBody[dict[str, Any]],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any]]:
+        # Validated here rather than by Litestar so a field error can echo the value it refused,
+        # as the seed's error format does.
+        body = CreateRenderJobRequest.model_validate(data)
         configs = request.app.state.hardware_configs
         ctx = command_context(request, idempotency_key)
-        outcome, command = await create_render_job(runtime.commands, configs, data, ctx)
+        outcome, command = await create_render_job(runtime.commands, configs, body, ctx)
         assert command.frame_end is not None
         total = command.frame_end - command.frame_start + 1
         hardware = command.hardware

@@ -1,4 +1,5 @@
-"""The task commands on NATS request/reply (``cmd.task.<verb>``) for producers without HTTP.
+"""Commands on NATS request/reply (``cmd.task.<verb>``, ``cmd.render.<verb>``) for producers
+that do not speak HTTP.
 
 Each request is the same JSON as the HTTP body plus the ids the HTTP path carries in its URL;
 an ``Idempotency-Key`` (or ``Nats-Msg-Id``) header makes a resend answer like the first send.
@@ -16,9 +17,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.envelope import Metadata
 from adapters.idempotency import CommandOutcome
+from domain.render import JobId
 from domain.tasks import NodeId, TaskId
 from handlers.commands import CommandContext, CommandService
 from handlers.errors import EXPECTED, ErrorEnvelope, describe
+from handlers.render import (
+    FailFrameRequest,
+    FinishFrameRequest,
+    fail_frame,
+    finish_frame,
+    lease_frame,
+)
 from handlers.tasks import (
     CancelTaskRequest,
     HeartbeatRequest,
@@ -122,6 +131,51 @@ def register_command_subjects(
     }
     for verb, handler in verbs.items():
         _subscribe(broker, f"cmd.task.{verb}", handler)
+    _register_render_subjects(broker, commands, sessions)
+
+
+class FrameRef(BaseModel):
+    job_id: JobId
+    frame: int
+
+
+def _register_render_subjects(
+    broker: NatsBroker, commands: CommandService, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """``cmd.render.<verb>``: the frame reports of render nodes, the busiest producers."""
+
+    async def lease(body: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
+        ref = NodeRef.model_validate(body)
+        granted = await lease_frame(commands, sessions, ref.node_id, ctx)
+        if granted is None:
+            return {"ok": True, "job_id": None, "status": "no_frames"}
+        return outcome_reply(
+            granted.outcome,
+            job_id=granted.job_id,
+            frame=granted.frame,
+            attempt=granted.attempt,
+            scene_file=granted.scene_file,
+            render_engine=granted.render_engine,
+            renderer=granted.renderer,
+            deadline=granted.deadline.isoformat(),
+        )
+
+    async def finish(body: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
+        ref = FrameRef.model_validate(
+            {"job_id": body.pop("job_id", None), "frame": body.pop("frame", None)}
+        )
+        request = FinishFrameRequest.model_validate(body)
+        return outcome_reply(await finish_frame(commands, ref.job_id, ref.frame, request, ctx))
+
+    async def fail(body: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
+        ref = FrameRef.model_validate(
+            {"job_id": body.pop("job_id", None), "frame": body.pop("frame", None)}
+        )
+        request = FailFrameRequest.model_validate(body)
+        return outcome_reply(await fail_frame(commands, ref.job_id, ref.frame, request, ctx))
+
+    for verb, handler in {"lease": lease, "finish": finish, "fail": fail}.items():
+        _subscribe(broker, f"cmd.render.{verb}", handler)
 
 
 def _subscribe(broker: NatsBroker, subject: str, handler: Handler) -> None:

@@ -12,11 +12,13 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.envelope import Metadata, decode
@@ -90,12 +92,20 @@ async def run_timers(
     silence_s: float,
 ) -> None:
     """Fire the time-based checks forever; cancelled at shutdown."""
+    checks = (
+        lambda now: expire_leases(commands, sessions, now),
+        lambda now: mark_silent_nodes(commands, sessions, now, silence_s),
+        lambda now: time_out_frames(commands, sessions, now),
+        lambda now: expire_render_jobs(commands, sessions, now),
+    )
     while True:
         now = datetime.now(UTC)
-        await expire_leases(commands, sessions, now)
-        await mark_silent_nodes(commands, sessions, now, silence_s)
-        await time_out_frames(commands, sessions, now)
-        await expire_render_jobs(commands, sessions, now)
+        for check in checks:
+            try:
+                await check(now)
+            except (SQLAlchemyError, NatsError, TimeoutError):
+                # A database or broker hiccup: logged, and the next tick tries again.
+                log.exception("timer check failed")
         await asyncio.sleep(interval_s)
 
 

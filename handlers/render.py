@@ -322,7 +322,10 @@ async def expire_render_jobs(
             await session.execute(
                 select(
                     render_jobs.c.job_id, render_jobs.c.started_at, render_jobs.c.task_timeout
-                ).where(render_jobs.c.status.in_(("rendering", "paused", "test_completed")))
+                ).where(
+                    render_jobs.c.status.in_(("rendering", "paused", "test_completed")),
+                    render_jobs.c.started_at.is_not(None),
+                )
             )
         ).all()
     expired = 0

@@ -1,0 +1,167 @@
+"""``jetflow render-node``: simulated render nodes that lease frames and report them, over NATS
+(``cmd.render.*``, the default) or HTTP, with configurable timing and failure rate.
+
+It renders nothing: each "frame" is a sleep, and its output hash is the xxh3-128 of a
+deterministic stand-in for the image, so a 10,000-frame job can be driven on one machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+import nats
+import xxhash
+
+
+@dataclass
+class NodeStats:
+    finished: int = 0
+    failed: int = 0
+    refused: int = 0
+    leases: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class Transport(Protocol):
+    async def call(self, verb: str, body: dict[str, Any]) -> dict[str, Any] | None: ...
+
+    async def close(self) -> None: ...
+
+
+class NatsTransport:
+    def __init__(self, nc: nats.NATS) -> None:
+        self.nc = nc
+
+    @classmethod
+    async def connect(cls, url: str) -> NatsTransport:
+        return cls(await nats.connect(url, name="jetflow-render-node"))
+
+    async def call(self, verb: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        reply = await self.nc.request(f"cmd.render.{verb}", json.dumps(body).encode(), timeout=30)
+        answer: dict[str, Any] = json.loads(reply.data)
+        if verb == "lease" and answer.get("job_id") is None and "error" not in answer:
+            return None
+        return answer
+
+    async def close(self) -> None:
+        await self.nc.drain()
+
+
+class HttpTransport:
+    def __init__(self, api: str) -> None:
+        self.http = httpx.AsyncClient(base_url=f"{api.rstrip('/')}/api/v1", timeout=30)
+
+    async def call(self, verb: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        if verb == "lease":
+            answer = await self.http.post(f"/render-nodes/{body['node_id']}/lease")
+            if answer.status_code == 204:
+                return None
+            data = answer.json()
+            if "data" in data:
+                lease = data["data"]
+                return {"job_id": lease["task_id"], "frame": lease["frame_number"], **lease}
+            return dict(data)
+        job, frame = body.pop("job_id"), body.pop("frame")
+        answer = await self.http.post(f"/render-jobs/{job}/frames/{frame}/{verb}", json=body)
+        return dict(answer.json())
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+@dataclass
+class SimulatedNode:
+    node_id: str
+    transport: Transport
+    frame_time: tuple[float, float] = (0.0, 0.0)
+    failure_rate: float = 0.0
+    idle_exit_s: float | None = None
+    poll_s: float = 0.2
+    rng: random.Random = field(default_factory=random.Random)
+    stats: NodeStats = field(default_factory=NodeStats)
+
+    async def run(self, stop: asyncio.Event) -> NodeStats:
+        idle_since = time.monotonic()
+        while not stop.is_set():
+            lease = await self.transport.call("lease", {"node_id": self.node_id})
+            if lease is None or "error" in lease:
+                if (
+                    self.idle_exit_s is not None
+                    and time.monotonic() - idle_since > self.idle_exit_s
+                ):
+                    break
+                await asyncio.sleep(self.poll_s)
+                continue
+            idle_since = time.monotonic()
+            self.stats.leases += 1
+            await self._render(lease)
+        return self.stats
+
+    async def _render(self, lease: dict[str, Any]) -> None:
+        job_id, frame = lease["job_id"], lease["frame"]
+        seconds = self.rng.uniform(*self.frame_time)
+        if seconds:
+            await asyncio.sleep(seconds)
+        base = {"job_id": job_id, "frame": frame, "node_id": self.node_id}
+        if self.rng.random() < self.failure_rate:
+            answer = await self.transport.call("fail", {**base, "error": "simulated crash"})
+            self.stats.failed += 1
+        else:
+            image = f"{job_id}/{frame}/{lease['attempt']}".encode()
+            answer = await self.transport.call(
+                "finish",
+                {
+                    **base,
+                    "output_path": f"renders/{job_id}/frame.{frame:05d}.exr",
+                    "output_size": len(image) * 1024,
+                    "output_hash": xxhash.xxh3_128_hexdigest(image),
+                    "render_time": round(seconds, 6),
+                },
+            )
+            self.stats.finished += 1
+        if answer is not None and "error" in answer:
+            self.stats.refused += 1
+
+
+async def run_nodes(
+    *,
+    count: int,
+    nats_url: str | None,
+    api: str | None,
+    frame_time: tuple[float, float],
+    failure_rate: float,
+    idle_exit_s: float | None,
+    seed: int | None,
+    prefix: str = "render-node",
+) -> list[NodeStats]:
+    transports: list[Transport] = []
+    for _ in range(count):
+        if nats_url:
+            transports.append(await NatsTransport.connect(nats_url))
+        else:
+            assert api is not None
+            transports.append(HttpTransport(api))
+    rng = random.Random(seed)
+    nodes = [
+        SimulatedNode(
+            node_id=f"{prefix}-{i + 1}",
+            transport=transport,
+            frame_time=frame_time,
+            failure_rate=failure_rate,
+            idle_exit_s=idle_exit_s,
+            rng=random.Random(rng.random()),
+        )
+        for i, transport in enumerate(transports)
+    ]
+    stop = asyncio.Event()
+    try:
+        return list(await asyncio.gather(*(node.run(stop) for node in nodes)))
+    finally:
+        for transport in transports:
+            await transport.close()
