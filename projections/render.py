@@ -279,9 +279,12 @@ def apply_render_event(rows: RenderRows, event: RecordedEvent) -> None:
             rows.jobs.update(job_id, status="rendering", last_seq=seq)
         case "RenderJobCancelled":
             rows.jobs.update(
-                job_id, status="cancelled", failure_reason=p["reason"] or None, completed_at=at,
+                job_id,
+                status="cancelled",
+                failure_reason=p["reason"] or None,
+                completed_at=at,
                 last_seq=seq,
-            )  # fmt: skip
+            )
         case "RenderJobCompleted":
             rows.jobs.update(job_id, status="completed", completed_at=at, last_seq=seq)
             _settle_test_status(rows, job_id, "completed")

@@ -16,8 +16,12 @@ HASH = "ab" * 16
 
 
 async def create(service: Service, **body: Any) -> dict[str, Any]:
-    payload = {"unionid": "user123", "oss_file_path": "projects/user123/wolf.ma",
-               "render_engine": "maya", "total_frames": 4} | body  # fmt: skip
+    payload = {
+        "unionid": "user123",
+        "oss_file_path": "projects/user123/wolf.ma",
+        "render_engine": "maya",
+        "total_frames": 4,
+    } | body
     answer = await service.http.post("/render-jobs", json=payload)
     assert answer.status_code == 201, answer.text
     assert answer.json()["code"] == 201
@@ -42,9 +46,14 @@ async def lease(service: Service, node: str = "node-1") -> dict[str, Any] | None
 async def finish(service: Service, leased: dict[str, Any], node: str = "node-1") -> dict[str, Any]:
     answer = await service.http.post(
         f"/render-jobs/{leased['task_id']}/frames/{leased['frame_number']}/finish",
-        json={"node_id": node, "output_path": f"out/{leased['frame_number']}.exr",
-              "output_size": 5_242_880, "output_hash": HASH, "render_time": 180},
-    )  # fmt: skip
+        json={
+            "node_id": node,
+            "output_path": f"out/{leased['frame_number']}.exr",
+            "output_size": 5_242_880,
+            "output_hash": HASH,
+            "render_time": 180,
+        },
+    )
     assert answer.status_code == 202, answer.text
     return dict(answer.json()["data"])
 
@@ -115,9 +124,14 @@ async def test_pause_resume_cancel_and_illegal_transitions(service: Service) -> 
 
     late = await service.http.post(
         f"/render-jobs/{job_id}/frames/{leased['frame_number']}/finish",
-        json={"node_id": "node-1", "output_path": "x", "output_size": 1, "output_hash": HASH,
-              "render_time": 1},
-    )  # fmt: skip
+        json={
+            "node_id": "node-1",
+            "output_path": "x",
+            "output_size": 1,
+            "output_hash": HASH,
+            "render_time": 1,
+        },
+    )
     assert late.status_code == 409
     assert late.json()["error"]["code"] == "render_job_cancelled"
     for verb in ("pause", "resume", "cancel"):
@@ -146,7 +160,11 @@ async def test_failed_frames_retry_automatically_then_manually(service: Service)
     assert retried is not None and retried["frame_number"] == 1
     assert retried["attempt"] == 2
     gone = await fail(retried)
-    frame = (await service.http.get(f"/render-jobs/{job_id}/frames/1", params={"wait_for_seq": gone["seq"]})).json()["data"]  # fmt: skip
+    frame = (
+        await service.http.get(
+            f"/render-jobs/{job_id}/frames/1", params={"wait_for_seq": gone["seq"]}
+        )
+    ).json()["data"]
     assert frame["status"] == "failed"
     assert frame["retry_count"] == 1
     assert frame["error_message"] == "out of memory"
@@ -182,8 +200,18 @@ async def test_listing_sorting_filtering_fields_and_batch_status(service: Servic
     last = await service.http.post(f"/render-jobs/{ids[2]}/cancel")
     seq = last.json()["data"]["seq"]
 
-    page = (await service.http.get("/render-jobs", params={"sort_by": "priority", "order": "desc",
-            "page_size": 2, "wait_for_seq": seq, "fields": "id,priority"})).json()["data"]  # fmt: skip
+    page = (
+        await service.http.get(
+            "/render-jobs",
+            params={
+                "sort_by": "priority",
+                "order": "desc",
+                "page_size": 2,
+                "wait_for_seq": seq,
+                "fields": "id,priority",
+            },
+        )
+    ).json()["data"]
     assert page["total"] == 3
     assert page["total_pages"] == 2
     assert page["items"] == [{"id": ids[1], "priority": 9}, {"id": ids[2], "priority": 5}]
@@ -191,21 +219,33 @@ async def test_listing_sorting_filtering_fields_and_batch_status(service: Servic
     paused = (await service.http.get("/render-jobs", params={"status": "paused"})).json()["data"]
     assert [j["id"] for j in paused["items"]] == [ids[0]]
 
-    picked = (await service.http.get(f"/render-jobs/{ids[1]}", params={"fields": "id,status,progress"})).json()  # fmt: skip
-    assert picked == {"code": 200, "message": "OK", "data": {"id": ids[1], "status": "queued", "progress": 0.0}}  # fmt: skip
+    picked = (
+        await service.http.get(f"/render-jobs/{ids[1]}", params={"fields": "id,status,progress"})
+    ).json()
+    assert picked == {
+        "code": 200,
+        "message": "OK",
+        "data": {"id": ids[1], "status": "queued", "progress": 0.0},
+    }
 
     status = (await service.http.get(f"/render-jobs/{ids[1]}/status")).json()["data"]
     assert status["total_frames"] == 4
     assert "scene_file" not in status
 
-    batch = (await service.http.post("/render-jobs/batch-status", json={"task_ids": [*ids, "nope"]})).json()["data"]  # fmt: skip
+    batch = (
+        await service.http.post("/render-jobs/batch-status", json={"task_ids": [*ids, "nope"]})
+    ).json()["data"]
     assert [(i["id"], i["status"]) for i in batch["items"]] == [
-        (ids[0], "paused"), (ids[1], "queued"), (ids[2], "cancelled")
-    ]  # fmt: skip
+        (ids[0], "paused"),
+        (ids[1], "queued"),
+        (ids[2], "cancelled"),
+    ]
     assert batch["missing"] == ["nope"]
 
 
-async def seed_refusal(service: Service, method: str, path: str, status: int, code: int, **kw: Any) -> dict[str, Any]:  # fmt: skip
+async def seed_refusal(
+    service: Service, method: str, path: str, status: int, code: int, **kw: Any
+) -> dict[str, Any]:
     before = await service.runtime.store.last_seq()
     answer = await service.http.request(method, path, **kw)
     assert answer.status_code == status, answer.text
@@ -219,31 +259,55 @@ async def seed_refusal(service: Service, method: str, path: str, status: int, co
 
 async def test_bad_input_gets_the_seed_codes_and_appends_nothing(service: Service) -> None:
     base = {"unionid": "u", "oss_file_path": "a.ma", "render_engine": "maya", "total_frames": 10}
-    body = await seed_refusal(service, "POST", "/render-jobs", 400, 1002, json=base | {"test_frames": "abc"})  # fmt: skip
+    body = await seed_refusal(
+        service, "POST", "/render-jobs", 400, 1002, json=base | {"test_frames": "abc"}
+    )
     assert body["errors"][0]["field"] == "test_frames"
     assert body["errors"][0]["value"] == "abc"
-    outside = await seed_refusal(service, "POST", "/render-jobs", 400, 1002, json=base | {"test_frames": "50"})  # fmt: skip
+    outside = await seed_refusal(
+        service, "POST", "/render-jobs", 400, 1002, json=base | {"test_frames": "50"}
+    )
     assert outside["errors"][0]["field"] == "test_frames"
     missing = {k: v for k, v in base.items() if k != "render_engine"}
-    assert (await seed_refusal(service, "POST", "/render-jobs", 400, 1001, json=missing))["errors"][0]["field"] == "render_engine"  # fmt: skip
-    await seed_refusal(service, "POST", "/render-jobs", 400, 1002, json=base | {"render_engine": "blender"})  # fmt: skip
-    await seed_refusal(service, "POST", "/render-jobs", 400, 1002, json=base | {"total_frames": 10_001})  # fmt: skip
+    assert (await seed_refusal(service, "POST", "/render-jobs", 400, 1001, json=missing))["errors"][
+        0
+    ]["field"] == "render_engine"
+    await seed_refusal(
+        service, "POST", "/render-jobs", 400, 1002, json=base | {"render_engine": "blender"}
+    )
+    await seed_refusal(
+        service, "POST", "/render-jobs", 400, 1002, json=base | {"total_frames": 10_001}
+    )
     await seed_refusal(service, "POST", "/render-jobs", 400, 1002, json=base | {"priority": 11})
-    await seed_refusal(service, "POST", "/render-jobs", 400, 1002, json=base | {"hardware_config_id": "nope"})  # fmt: skip
-    await seed_refusal(service, "POST", "/render-jobs", 400, 1000, content=b"{", headers={"Content-Type": "application/json"})  # fmt: skip
+    await seed_refusal(
+        service, "POST", "/render-jobs", 400, 1002, json=base | {"hardware_config_id": "nope"}
+    )
+    await seed_refusal(
+        service,
+        "POST",
+        "/render-jobs",
+        400,
+        1000,
+        content=b"{",
+        headers={"Content-Type": "application/json"},
+    )
     await seed_refusal(service, "GET", "/render-jobs/missing-job", 404, 2001)
     await seed_refusal(service, "POST", "/render-jobs/missing-job/pause", 404, 2001)
     await seed_refusal(service, "GET", "/render-jobs", 400, 1002, params={"sort_by": "owner"})
     created = await create(service)
     await job(service, created["id"], created["seq"])
     await seed_refusal(service, "GET", f"/render-jobs/{created['id']}/frames/99", 404, 2000)
-    await seed_refusal(service, "GET", f"/render-jobs/{created['id']}", 400, 1002, params={"fields": "id,secret"})  # fmt: skip
+    await seed_refusal(
+        service, "GET", f"/render-jobs/{created['id']}", 400, 1002, params={"fields": "id,secret"}
+    )
 
 
 async def test_hardware_configs_and_matching(service: Service) -> None:
     listed = (await service.http.get("/hardware-configs")).json()["data"]
     assert {c["id"] for c in listed} >= {"basic", "high_performance", "ultra_high"}
-    matched = (await service.http.post("/hardware-configs/match", json={"ram": 64, "gpu_count": 2})).json()["data"]  # fmt: skip
+    matched = (
+        await service.http.post("/hardware-configs/match", json={"ram": 64, "gpu_count": 2})
+    ).json()["data"]
     assert matched["recommended"]["id"] == "high_performance"
     assert [a["id"] for a in matched["alternatives"]] == ["ultra_high"]
     none = await service.http.post("/hardware-configs/match", json={"ram": 4096})
@@ -254,20 +318,36 @@ async def test_hardware_configs_and_matching(service: Service) -> None:
 async def test_scene_analysis_is_cached_by_hash_and_lists_job_assets(service: Service) -> None:
     scene_hash = "6E57EFC1FB88700DFC4820E160348F07"
     analysis = {
-        "scene_file_hash": scene_hash, "scene_file": "C:/Project/wolf.ma", "scene_file_size": 841968626,
-        "scene_info": {"renderer": "arnold", "start_frame": 1, "end_frame": 100, "width": 2048, "height": 1152},
-        "assets": [{"path": "C:/textures/wood.jpg", "size": 1024000, "type": "texture", "exists": True},
-                   {"path": "Y:/missing.jpg", "size": None, "type": "texture", "exists": False}],
+        "scene_file_hash": scene_hash,
+        "scene_file": "C:/Project/wolf.ma",
+        "scene_file_size": 841968626,
+        "scene_info": {
+            "renderer": "arnold",
+            "start_frame": 1,
+            "end_frame": 100,
+            "width": 2048,
+            "height": 1152,
+        },
+        "assets": [
+            {"path": "C:/textures/wood.jpg", "size": 1024000, "type": "texture", "exists": True},
+            {"path": "Y:/missing.jpg", "size": None, "type": "texture", "exists": False},
+        ],
         "missing": [{"node": "file1", "path": "Y:/missing.jpg", "reason": "file_not_found"}],
-    }  # fmt: skip
+    }
     recorded = await service.http.post("/scene/analyse", json=analysis)
     assert recorded.status_code == 201, recorded.text
     seq = recorded.json()["data"]["seq"]
-    cached = (await service.http.get(f"/scene/analyse/{scene_hash.lower()}", params={"wait_for_seq": seq})).json()["data"]  # fmt: skip
+    cached = (
+        await service.http.get(f"/scene/analyse/{scene_hash.lower()}", params={"wait_for_seq": seq})
+    ).json()["data"]
     assert cached["scene_info"]["renderer"] == "arnold"
     assert cached["asset_summary"] == {"total_count": 2, "total_size": 1024000, "missing_count": 1}
     created = await create(service, scene_file_hash=scene_hash.lower())
-    assets = (await service.http.get(f"/render-jobs/{created['id']}/assets", params={"wait_for_seq": created["seq"]})).json()["data"]  # fmt: skip
+    assets = (
+        await service.http.get(
+            f"/render-jobs/{created['id']}/assets", params={"wait_for_seq": created["seq"]}
+        )
+    ).json()["data"]
     assert assets["total_count"] == 2
     assert assets["missing_count"] == 1
     unknown = await service.http.get("/scene/analyse/" + "0" * 32)
@@ -285,9 +365,19 @@ async def test_simulated_render_nodes_drive_a_job_to_the_end(
         ["--nats", service.runtime.nats_url] if transport == "nats" else ["--api", service.base_url]
     )
     nodes = await asyncio.create_subprocess_exec(
-        JETFLOW, "render-node", *where, "--count", "4", "--failure-rate", "0.05",
-        "--idle-exit", "1.5", "--seed", "3", stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        JETFLOW,
+        "render-node",
+        *where,
+        "--count",
+        "4",
+        "--failure-rate",
+        "0.05",
+        "--idle-exit",
+        "1.5",
+        "--seed",
+        "3",
+        stdout=asyncio.subprocess.PIPE,
+    )
     out, _ = await asyncio.wait_for(nodes.communicate(), 120)
     assert nodes.returncode == 0
     assert "frames finished" in out.decode()
