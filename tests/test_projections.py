@@ -66,6 +66,53 @@ async def workload(service: Service, tasks: int = 30) -> None:
             )
     for submitted in ids[-3:]:
         await http.post(f"/tasks/{submitted['task_id']}/cancel", json={"reason": "enough"})
+    await render_workload(service, rng)
+
+
+async def render_workload(service: Service, rng: random.Random) -> None:
+    """Render jobs with test frames, finished, failed, retried and cancelled frames."""
+    http = service.http
+    job = {"unionid": "ann", "oss_file_path": "a.ma", "render_engine": "maya", "ram": 32}
+    gated = (
+        await http.post(
+            "/render-jobs",
+            json=job | {"total_frames": 6, "test_frames": "3", "stop_after_test": True},
+        )
+    ).json()["data"]
+    other = (await http.post("/render-jobs", json=job | {"total_frames": 5})).json()["data"]
+    await http.get("/render-jobs", params={"wait_for_seq": other["seq"]})
+    for step in range(14):
+        lease = await http.post(f"/render-nodes/rn-{step % 2}/lease")
+        if lease.status_code != 200:
+            await http.post(f"/render-jobs/{gated['id']}/resume")
+            await http.get(
+                "/render-jobs", params={"wait_for_seq": await service.runtime.store.last_seq()}
+            )
+            continue
+        frame = lease.json()["data"]
+        path = f"/render-jobs/{frame['task_id']}/frames/{frame['frame_number']}"
+        if rng.random() < 0.3:
+            await http.post(f"{path}/fail", json={"node_id": f"rn-{step % 2}", "error": "crash"})
+        else:
+            await http.post(
+                f"{path}/finish",
+                json={
+                    "node_id": f"rn-{step % 2}",
+                    "output_path": "o.exr",
+                    "output_size": 10,
+                    "output_hash": "cd" * 16,
+                    "render_time": rng.uniform(1, 9),
+                },
+            )
+    await http.post(f"/render-jobs/{other['id']}/cancel", json={"reason": "enough"})
+    await http.post(
+        "/scene/analyse",
+        json={
+            "scene_file_hash": "ab" * 16,
+            "scene_file": "a.ma",
+            "assets": [{"path": "t.png", "size": 3, "exists": True}],
+        },
+    )
 
 
 async def rebuild_all(runtime: Runtime) -> None:
@@ -79,7 +126,9 @@ async def test_a_rebuild_from_sequence_1_gives_identical_rows(service: Service) 
     await workload(service)
     await settle(service)
     live = await dump(service.runtime)
-    assert any(line.startswith("tasks ") for line in live)
+    for table in ("tasks", "nodes", "render_jobs", "render_frames", "scene_analyses"):
+        assert any(line.startswith(f"{table} ") for line in live), table
+    assert any("'finished'" in line for line in live if line.startswith("render_frames "))
 
     await rebuild_all(service.runtime)
 
