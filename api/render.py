@@ -630,7 +630,7 @@ class RenderController(Controller):
         self, request: Request[Any, Any, Any], runtime: Rt, node_id: FromPath[str]
     ) -> Response[dict[str, Any] | None]:
         granted = await lease_frame(
-            runtime.commands, runtime.sessions, path_id(node_id), command_context(request, None)
+            runtime.commands, runtime.frames, path_id(node_id), command_context(request, None)
         )
         if granted is None:
             return Response(None, status_code=HTTP_204_NO_CONTENT)

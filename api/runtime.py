@@ -23,6 +23,7 @@ from handlers.commands import CommandService
 from handlers.nats_commands import register_command_subjects
 from handlers.process_managers import run_timers, start_node_offline_requeuer
 from handlers.projector import ProjectionProgress, start_projection
+from handlers.render import FrameScheduler
 from projections.base import Projection, create_tables
 from projections.render import RENDER, SCENES
 from projections.tasks import NODES, TASKS
@@ -41,6 +42,7 @@ class Runtime:
     commands: CommandService = field(init=False)
     engine: AsyncEngine = field(init=False)
     sessions: async_sessionmaker[AsyncSession] = field(init=False)
+    frames: FrameScheduler = field(init=False)
     broker: NatsBroker | None = None
     progress: ProjectionProgress = field(default_factory=ProjectionProgress)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -59,15 +61,19 @@ class Runtime:
         self.commands = CommandService(self.store, idempotency)
         self.engine = create_engine(s.db_url or default_sqlite_url(s.data_dir.resolve()))
         self.sessions = session_factory(self.engine)
+        self.frames = FrameScheduler(self.sessions)
         await create_tables(self.engine)
 
     async def start_handlers(self, *, projectors: bool = True, timers: bool = True) -> None:
         """Subscribe command subjects, projectors and process managers, and start the timers."""
         s = self.settings
-        broker = self.broker = NatsBroker(self.nats_url, logger=log, graceful_timeout=10)
+        # Per-message logs at DEBUG: at INFO they cost more than handling a command.
+        broker = self.broker = NatsBroker(
+            self.nats_url, logger=log, log_level=logging.DEBUG, graceful_timeout=10
+        )
         await broker.connect()
         register_command_subjects(
-            broker, self.commands, self.sessions, lease_grace_s=s.lease_grace_s
+            broker, self.commands, self.sessions, self.frames, lease_grace_s=s.lease_grace_s
         )
         await broker.start()
         js = self.store.js

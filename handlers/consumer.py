@@ -43,6 +43,8 @@ async def consume(
                 msgs = await sub.fetch(batch_size, timeout=wait_s)
             except (TimeoutError, NatsTimeoutError):
                 continue
+            if not msgs:
+                continue
             try:
                 await handle(msgs)
             except asyncio.CancelledError:

@@ -24,6 +24,7 @@ from handlers.errors import EXPECTED, ErrorEnvelope, describe
 from handlers.render import (
     FailFrameRequest,
     FinishFrameRequest,
+    FrameScheduler,
     fail_frame,
     finish_frame,
     lease_frame,
@@ -77,6 +78,7 @@ def register_command_subjects(
     broker: NatsBroker,
     commands: CommandService,
     sessions: async_sessionmaker[AsyncSession],
+    frames: FrameScheduler,
     *,
     lease_grace_s: float,
 ) -> None:
@@ -131,7 +133,7 @@ def register_command_subjects(
     }
     for verb, handler in verbs.items():
         _subscribe(broker, f"cmd.task.{verb}", handler)
-    _register_render_subjects(broker, commands, sessions)
+    _register_render_subjects(broker, commands, frames)
 
 
 class FrameRef(BaseModel):
@@ -140,13 +142,13 @@ class FrameRef(BaseModel):
 
 
 def _register_render_subjects(
-    broker: NatsBroker, commands: CommandService, sessions: async_sessionmaker[AsyncSession]
+    broker: NatsBroker, commands: CommandService, frames: FrameScheduler
 ) -> None:
     """``cmd.render.<verb>``: the frame reports of render nodes, the busiest producers."""
 
     async def lease(body: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
         ref = NodeRef.model_validate(body)
-        granted = await lease_frame(commands, sessions, ref.node_id, ctx)
+        granted = await lease_frame(commands, frames, ref.node_id, ctx)
         if granted is None:
             return {"ok": True, "job_id": None, "status": "no_frames"}
         return outcome_reply(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -166,61 +167,94 @@ async def create_render_job(
     return await commands.execute(RENDER_JOB, job_id, command, context), command
 
 
+class FrameScheduler:
+    """Which jobs to offer frames from, most urgent first.
+
+    The candidates come from the job projection, re-read at most every ``refresh_s`` (so a new,
+    more urgent job is noticed quickly) or when every known candidate refuses; in between,
+    leases go straight to the job aggregate, which is the one that decides.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], refresh_s: float = 0.5) -> None:
+        self.sessions = sessions
+        self.refresh_s = refresh_s
+        self._candidates: list[tuple[str, str, str, str | None]] = []
+        self._read_at = float("-inf")
+
+    async def candidates(self, *, fresh: bool) -> list[tuple[str, str, str, str | None]]:
+        now = time.monotonic()
+        if fresh or now - self._read_at > self.refresh_s:
+            async with self.sessions() as session:
+                rows = await session.execute(
+                    select(
+                        render_jobs.c.job_id,
+                        render_jobs.c.scene_file,
+                        render_jobs.c.render_engine,
+                        render_jobs.c.renderer,
+                    )
+                    .where(
+                        render_jobs.c.status.in_(("queued", "rendering")),
+                        render_jobs.c.queued_frames > 0,
+                    )
+                    .order_by(
+                        render_jobs.c.priority.desc(),
+                        render_jobs.c.created_at,
+                        render_jobs.c.job_id,
+                    )
+                    .limit(LEASE_CANDIDATES)
+                )
+            self._candidates = [(r[0], r[1], r[2], r[3]) for r in rows]
+            self._read_at = now
+        return list(self._candidates)
+
+    def exhausted(self, job_id: str) -> None:
+        self._candidates = [c for c in self._candidates if c[0] != job_id]
+
+
 async def lease_frame(
     commands: CommandService,
-    sessions: async_sessionmaker[AsyncSession],
+    scheduler: FrameScheduler,
     node_id: NodeId,
     context: CommandContext,
 ) -> FrameLease | None:
     """The next frame for a node, from the most urgent job that can start one.
 
-    The job projection proposes candidates; the job aggregate picks the frame and refuses when
-    the job is paused, waiting for its test frames, finished, or out of queued frames.
+    The scheduler proposes jobs; the job aggregate picks the frame and refuses when the job is
+    paused, waiting for its test frames, finished, or out of queued frames.
     """
-    async with sessions() as session:
-        candidates = (
-            await session.execute(
-                select(
-                    render_jobs.c.job_id,
-                    render_jobs.c.scene_file,
-                    render_jobs.c.render_engine,
-                    render_jobs.c.renderer,
-                )
-                .where(
-                    render_jobs.c.status.in_(("queued", "rendering")),
-                    render_jobs.c.queued_frames > 0,
-                )
-                .order_by(
-                    render_jobs.c.priority.desc(), render_jobs.c.created_at, render_jobs.c.job_id
-                )
-                .limit(LEASE_CANDIDATES)
-            )
-        ).all()
-    for job_id, scene_file, engine, renderer in candidates:
-        now = _now()
-        try:
-            outcome = await commands.execute(
-                RENDER_JOB,
-                job_id,
-                LeaseFrame(job_id=job_id, node_id=node_id, at=now),
-                context,
-                at=now,
-            )
-        except DomainError:
-            continue
-        events = await commands.decided_events(RENDER_JOB, outcome)
-        started = next(e for e in events if isinstance(e, FrameStarted))
-        return FrameLease(
-            job_id=job_id,
-            frame=started.frame,
-            attempt=started.attempt,
-            scene_file=scene_file,
-            render_engine=engine,
-            renderer=renderer,
-            deadline=started.deadline,
-            outcome=outcome,
-        )
+    for fresh in (False, True):
+        for job_id, scene_file, engine, renderer in await scheduler.candidates(fresh=fresh):
+            now = _now()
+            command = LeaseFrame(job_id=job_id, node_id=node_id, at=now)
+            try:
+                outcome = await commands.execute(RENDER_JOB, job_id, command, context, at=now)
+            except DomainError:
+                scheduler.exhausted(job_id)
+                continue
+            return await _granted(commands, outcome, job_id, scene_file, engine, renderer)
     return None
+
+
+async def _granted(
+    commands: CommandService,
+    outcome: CommandOutcome,
+    job_id: str,
+    scene_file: str,
+    engine: str,
+    renderer: str | None,
+) -> FrameLease:
+    events = await commands.decided_events(RENDER_JOB, outcome)
+    started = next(e for e in events if isinstance(e, FrameStarted))
+    return FrameLease(
+        job_id=job_id,
+        frame=started.frame,
+        attempt=started.attempt,
+        scene_file=scene_file,
+        render_engine=engine,
+        renderer=renderer,
+        deadline=started.deadline,
+        outcome=outcome,
+    )
 
 
 async def finish_frame(

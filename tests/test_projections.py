@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from adapters.envelope import decode
+from api import consistency
 from api.runtime import PROJECTIONS, Runtime
 from handlers.projector import consumer_name, rebuild
 from projections.base import apply_batch, checkpoints
@@ -33,11 +34,7 @@ async def dump(runtime: Runtime) -> list[str]:
 async def settle(service: Service) -> None:
     """Wait until every projection has applied the whole stream."""
     last = await service.runtime.store.last_seq()
-    for _ in range(5):
-        answer = await service.http.get("/stats", params={"wait_for_seq": last})
-        if answer.status_code == 200:
-            return
-    raise AssertionError("projections never caught up")
+    await consistency.wait_for_seq(service.runtime, PROJECTIONS, last)
 
 
 async def workload(service: Service, tasks: int = 30) -> None:
