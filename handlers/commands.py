@@ -76,6 +76,8 @@ class CommandService:
                     # The cached state may be behind another process's writes: read, decide again.
                     state, version = await self.repository.load(aggregate, aggregate_id)
                     events = aggregate.decide(state, command)
+                if not events:  # nothing to record: the command is already satisfied
+                    return CommandOutcome(aggregate.name, aggregate_id, version, version, ())
                 try:
                     result = await self.store.append(
                         aggregate.name,
