@@ -55,8 +55,7 @@ class LocalBlobStore:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, target)
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            _discard(tmp)
         return StoredBlob(digest, size)
 
     def read(self, digest: str) -> bytes:
@@ -71,5 +70,9 @@ class LocalBlobStore:
                     out.write(chunk)
             os.replace(tmp, target)
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            _discard(tmp)
+
+
+def _discard(path: str) -> None:
+    """Remove a temporary file left by a failed write (after a rename it is already gone)."""
+    Path(path).unlink(missing_ok=True)

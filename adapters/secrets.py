@@ -7,6 +7,7 @@ so a local service keeps reading its own history.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 class SecretBox:
     def __init__(self, key: bytes) -> None:
+        self._key = key
         self._fernet = Fernet(key)
 
     @classmethod
@@ -36,3 +38,7 @@ class SecretBox:
             return self._fernet.decrypt(sealed.encode()).decode()
         except InvalidToken as error:
             raise ValueError("secret sealed with another key") from error
+
+    def seal_key_digest(self) -> bytes:
+        """A key derived from this box's, for signatures that need no key of their own."""
+        return hashlib.sha256(b"jetflow-webhooks:" + self._key).digest()

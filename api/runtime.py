@@ -14,23 +14,28 @@ from dataclasses import dataclass, field
 from faststream.nats import NatsBroker
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from adapters.blob_store import LocalBlobStore
 from adapters.event_store import EventStore, StreamSettings
 from adapters.idempotency import IdempotencyRecords
 from adapters.nats_server import EmbeddedNatsServer
+from adapters.secrets import SecretBox
 from adapters.sql import create_engine, default_sqlite_url, session_factory
 from api.settings import Settings
 from handlers.commands import CommandService
+from handlers.deployments import start_slot_releaser
 from handlers.nats_commands import register_command_subjects
 from handlers.process_managers import run_timers, start_node_offline_requeuer
 from handlers.projector import ProjectionProgress, start_projection
 from handlers.render import FrameScheduler
+from handlers.webhooks import Dispatcher, start_dispatcher
 from projections.base import Projection, create_tables
+from projections.deployments import DEPLOYMENTS, WEBHOOKS
 from projections.render import RENDER, SCENES
 from projections.tasks import NODES, TASKS
 
 log = logging.getLogger(__name__)
 
-PROJECTIONS: tuple[Projection, ...] = (TASKS, NODES, RENDER, SCENES)
+PROJECTIONS: tuple[Projection, ...] = (TASKS, NODES, RENDER, SCENES, DEPLOYMENTS, WEBHOOKS)
 
 
 @dataclass
@@ -43,6 +48,8 @@ class Runtime:
     engine: AsyncEngine = field(init=False)
     sessions: async_sessionmaker[AsyncSession] = field(init=False)
     frames: FrameScheduler = field(init=False)
+    secrets: SecretBox = field(init=False)
+    blobs: LocalBlobStore = field(init=False)
     broker: NatsBroker | None = None
     progress: ProjectionProgress = field(default_factory=ProjectionProgress)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -62,6 +69,8 @@ class Runtime:
         self.engine = create_engine(s.db_url or default_sqlite_url(s.data_dir.resolve()))
         self.sessions = session_factory(self.engine)
         self.frames = FrameScheduler(self.sessions)
+        self.secrets = SecretBox.from_settings(s.secret_key, s.data_dir)
+        self.blobs = LocalBlobStore(s.data_dir / "blobs")
         await create_tables(self.engine)
 
     async def start_handlers(self, *, projectors: bool = True, timers: bool = True) -> None:
@@ -93,6 +102,14 @@ class Runtime:
             self._tasks.append(
                 await start_node_offline_requeuer(js, s.stream, self.commands, self.sessions)
             )
+            self._tasks.append(await start_slot_releaser(js, s.stream, self.commands))
+            dispatcher = Dispatcher(
+                self.commands,
+                self.webhook_secret,
+                max_attempts=s.webhook_max_attempts,
+                backoff_s=s.webhook_backoff_s,
+            )
+            self._tasks.append(await start_dispatcher(js, s.stream, dispatcher))
             self._tasks.append(
                 asyncio.create_task(
                     run_timers(
@@ -104,6 +121,13 @@ class Runtime:
                     name="jetflow-timers",
                 )
             )
+
+    @property
+    def webhook_secret(self) -> bytes:
+        """The HMAC key of webhook signatures: configured, or derived from the secret box key."""
+        if self.settings.webhook_secret:
+            return self.settings.webhook_secret.encode()
+        return self.secrets.seal_key_digest()
 
     async def _start_embedded(self) -> str:
         self.embedded = EmbeddedNatsServer(

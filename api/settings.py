@@ -26,6 +26,11 @@ class Settings:
     projection_batch: int = 500
     embedded_nats_port: int = -1
     hardware_configs: Path | None = None
+    secret_key: str | None = None
+    max_concurrent_deployments: int = 3
+    webhook_secret: str | None = None
+    webhook_max_attempts: int = 6
+    webhook_backoff_s: float = 0.5
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -43,4 +48,9 @@ class Settings:
             projection_batch=int(_env("JETFLOW_PROJECTION_BATCH", "500")),
             embedded_nats_port=int(_env("JETFLOW_NATS_PORT", "-1")),
             hardware_configs=Path(p) if (p := os.environ.get("JETFLOW_HARDWARE_CONFIGS")) else None,
+            secret_key=os.environ.get("JETFLOW_SECRET_KEY") or None,
+            max_concurrent_deployments=int(_env("JETFLOW_MAX_CONCURRENT_DEPLOYMENTS", "3")),
+            webhook_secret=os.environ.get("JETFLOW_WEBHOOK_SECRET") or None,
+            webhook_max_attempts=int(_env("JETFLOW_WEBHOOK_MAX_ATTEMPTS", "6")),
+            webhook_backoff_s=float(_env("JETFLOW_WEBHOOK_BACKOFF_S", "0.5")),
         )

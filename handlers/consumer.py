@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -56,3 +58,26 @@ async def consume(
                 await asyncio.sleep(RETRY_DELAY_S)
     finally:
         await sub.unsubscribe()
+
+
+async def ensure_durable(js: JetStreamContext, stream: str, name: str, subject_filter: str) -> None:
+    """Create a process manager's durable consumer unless it exists.
+
+    It starts with the events published from now on: process managers start with the service,
+    before it accepts any command, and their handlers tolerate seeing an event twice.
+    """
+    try:
+        await js.consumer_info(stream, name)
+    except NotFoundError:
+        await js.add_consumer(
+            stream,
+            ConsumerConfig(
+                durable_name=name,
+                name=name,
+                filter_subject=subject_filter,
+                deliver_policy=DeliverPolicy.NEW,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=60,
+                max_ack_pending=1,
+            ),
+        )

@@ -14,9 +14,6 @@ from datetime import UTC, datetime, timedelta
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy as JsAckPolicy
-from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,7 +23,8 @@ from domain.base import DomainError
 from domain.nodes import NODE, MarkNodeOffline
 from domain.tasks import TASK, ExpireLease, RequeueTask
 from handlers.commands import CommandContext, CommandService
-from handlers.consumer import consume
+from handlers.consumer import consume, ensure_durable
+from handlers.deployments import expire_deployments
 from handlers.render import expire_render_jobs, time_out_frames
 from projections.tasks import nodes, tasks
 
@@ -97,6 +95,7 @@ async def run_timers(
         lambda now: mark_silent_nodes(commands, sessions, now, silence_s),
         lambda now: time_out_frames(commands, sessions, now),
         lambda now: expire_render_jobs(commands, sessions, now),
+        lambda now: expire_deployments(commands, sessions, now),
     )
     while True:
         now = datetime.now(UTC)
@@ -140,20 +139,7 @@ async def start_node_offline_requeuer(
     sessions: async_sessionmaker[AsyncSession],
 ) -> asyncio.Task[None]:
     """Requeue the tasks of every node that goes offline, from its ``NodeWentOffline`` on."""
-    try:
-        await js.consumer_info(stream, NODE_OFFLINE_CONSUMER)
-    except NotFoundError:
-        await js.add_consumer(
-            stream,
-            ConsumerConfig(
-                durable_name=NODE_OFFLINE_CONSUMER,
-                name=NODE_OFFLINE_CONSUMER,
-                filter_subject="ev.node.*.NodeWentOffline",
-                deliver_policy=DeliverPolicy.NEW,
-                ack_policy=JsAckPolicy.EXPLICIT,
-                ack_wait=60,
-            ),
-        )
+    await ensure_durable(js, stream, NODE_OFFLINE_CONSUMER, "ev.node.*.NodeWentOffline")
     return _start(js, stream, commands, sessions)
 
 

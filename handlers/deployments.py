@@ -1,0 +1,305 @@
+"""Use cases of deployments, and the process manager that frees a slot when one ends."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets as random_tokens
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from adapters.blob_store import LocalBlobStore
+from adapters.envelope import Metadata, decode
+from adapters.idempotency import CommandOutcome
+from adapters.secrets import SecretBox
+from domain.base import DomainError
+from domain.deployments import (
+    DEPLOYMENT,
+    DEPLOYMENT_SLOTS,
+    SLOTS_ID,
+    AcknowledgeCancel,
+    CancelDeployment,
+    ClaimDeployment,
+    ConcreteMode,
+    DeploymentAccepted,
+    DeploymentId,
+    DeploymentStarted,
+    ExpireDeployment,
+    FinishStep,
+    Mode,
+    ReleaseSlot,
+    ReserveSlot,
+    SecretValue,
+    StartDeployment,
+    StartStep,
+)
+from handlers.commands import CommandContext, CommandService
+from handlers.consumer import consume, ensure_durable
+from projections.deployments import deployments
+
+SLOT_RELEASER = "pm-deployment-slots"
+ENDED = ("DeploymentCompleted", "DeploymentFailed", "DeploymentCancelled", "DeploymentTimedOut")
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeploymentConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    environment_variables: dict[EnvName, Annotated[str, StringConstraints(max_length=8192)]] = {}
+
+
+class StartDeploymentRequest(Request):
+    mode: Mode = "auto"
+    config: DeploymentConfig = DeploymentConfig()
+    environment: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "dev"
+    timeout: Annotated[int, Field(gt=0, le=86_400)] = 300
+    force_rebuild: bool = False
+    skip_health_check: bool = False
+    callback_url: AnyHttpUrl | None = None
+    metadata: dict[str, Annotated[str, StringConstraints(max_length=1000)]] = {}
+
+
+class ClaimRequest(Request):
+    available: dict[ConcreteMode, bool]
+    total_steps: Annotated[int, Field(ge=1, le=1000)]
+
+
+class StepStartRequest(Request):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class StepFinishRequest(Request):
+    succeeded: bool
+    duration_s: Annotated[float, Field(ge=0)]
+    log: Annotated[str, StringConstraints(max_length=10_000_000)] = ""
+    error: Annotated[str, StringConstraints(max_length=4_000)] | None = None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    deployment_id: str
+    mode: str
+    environment: str
+    environment_variables: dict[str, str]
+    config: dict[str, Any]
+    timeout: int
+    force_rebuild: bool
+    skip_health_check: bool
+    outcome: CommandOutcome
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_deployment_id(mode: str, at: datetime) -> str:
+    return f"{mode}_{at:%Y%m%d_%H%M%S}_{random_tokens.token_hex(4)}"
+
+
+async def start_deployment(
+    commands: CommandService,
+    box: SecretBox,
+    request: StartDeploymentRequest,
+    context: CommandContext,
+    *,
+    limit: int,
+) -> CommandOutcome:
+    """Reserve a slot, then accept the deployment; give the slot back if acceptance fails."""
+    now = _now()
+    deployment_id = new_deployment_id(request.mode, now)
+    config = request.config.model_dump()
+    sealed = [
+        SecretValue(name=name, ciphertext=box.seal(value))
+        for name, value in sorted(config.pop("environment_variables").items())
+    ]
+    command = StartDeployment(
+        deployment_id=deployment_id,
+        mode=request.mode,
+        environment=request.environment,
+        environment_variables=sealed,
+        config=config,
+        timeout=request.timeout,
+        force_rebuild=request.force_rebuild,
+        skip_health_check=request.skip_health_check,
+        callback_url=request.callback_url,
+        metadata=request.metadata,
+        owner=context.metadata.actor,
+        at=now,
+    )
+    reserve = ReserveSlot(deployment_id=deployment_id, limit=limit)
+    await commands.execute(DEPLOYMENT_SLOTS, SLOTS_ID, reserve, context)
+    try:
+        return await commands.execute(DEPLOYMENT, deployment_id, command, context, at=now)
+    except Exception:
+        release = ReleaseSlot(deployment_id=deployment_id)
+        await commands.execute(DEPLOYMENT_SLOTS, SLOTS_ID, release, context)
+        raise
+
+
+async def claim_next(
+    commands: CommandService,
+    sessions: async_sessionmaker[AsyncSession],
+    box: SecretBox,
+    agent_id: str,
+    request: ClaimRequest,
+    context: CommandContext,
+) -> Claimed | None:
+    """Hand the oldest waiting deployment to an agent, with its secrets opened for it."""
+    async with sessions() as session:
+        waiting = (
+            await session.scalars(
+                select(deployments.c.deployment_id)
+                .where(deployments.c.status == "accepted")
+                .order_by(deployments.c.accepted_at, deployments.c.deployment_id)
+                .limit(16)
+            )
+        ).all()
+    for deployment_id in waiting:
+        now = _now()
+        command = ClaimDeployment(
+            deployment_id=deployment_id,
+            agent_id=agent_id,
+            available=request.available,
+            total_steps=request.total_steps,
+            at=now,
+        )
+        try:
+            outcome = await commands.execute(DEPLOYMENT, deployment_id, command, context, at=now)
+        except DomainError:
+            continue
+        started = next(
+            (
+                e
+                for e in await commands.decided_events(DEPLOYMENT, outcome)
+                if isinstance(e, DeploymentStarted)
+            ),
+            None,
+        )
+        if started is None:  # the requested mode is not available here: recorded as failed
+            continue
+        [recorded] = await commands.store.read_subject(
+            f"ev.deployment.{deployment_id}.DeploymentAccepted"
+        )
+        accepted = DeploymentAccepted.model_validate(recorded.payload)
+        return Claimed(
+            deployment_id=deployment_id,
+            mode=started.mode,
+            environment=accepted.environment,
+            environment_variables={
+                v.name: box.open(v.ciphertext) for v in accepted.environment_variables
+            },
+            config=accepted.config,
+            timeout=accepted.timeout,
+            force_rebuild=accepted.force_rebuild,
+            skip_health_check=accepted.skip_health_check,
+            outcome=outcome,
+        )
+    return None
+
+
+async def start_step(
+    commands: CommandService,
+    deployment_id: DeploymentId,
+    index: int,
+    request: StepStartRequest,
+    context: CommandContext,
+) -> CommandOutcome:
+    now = _now()
+    command = StartStep(deployment_id=deployment_id, index=index, name=request.name, at=now)
+    return await commands.execute(DEPLOYMENT, deployment_id, command, context, at=now)
+
+
+async def finish_step(
+    commands: CommandService,
+    blobs: LocalBlobStore,
+    deployment_id: DeploymentId,
+    index: int,
+    request: StepFinishRequest,
+    context: CommandContext,
+) -> CommandOutcome:
+    """Logs go to the blob store; the event carries only their hash and size."""
+    now = _now()
+    stored = blobs.put_bytes(request.log.encode()) if request.log else None
+    command = FinishStep(
+        deployment_id=deployment_id,
+        index=index,
+        succeeded=request.succeeded,
+        duration_s=request.duration_s,
+        log_hash=stored.digest if stored else None,
+        log_size=stored.size if stored else 0,
+        error=request.error,
+        at=now,
+    )
+    return await commands.execute(DEPLOYMENT, deployment_id, command, context, at=now)
+
+
+async def cancel_deployment(
+    commands: CommandService, deployment_id: DeploymentId, context: CommandContext
+) -> CommandOutcome:
+    now = _now()
+    command = CancelDeployment(deployment_id=deployment_id, at=now)
+    return await commands.execute(DEPLOYMENT, deployment_id, command, context, at=now)
+
+
+async def acknowledge_cancel(
+    commands: CommandService, deployment_id: DeploymentId, context: CommandContext
+) -> CommandOutcome:
+    now = _now()
+    command = AcknowledgeCancel(deployment_id=deployment_id, at=now)
+    return await commands.execute(DEPLOYMENT, deployment_id, command, context, at=now)
+
+
+async def expire_deployments(
+    commands: CommandService, sessions: async_sessionmaker[AsyncSession], now: datetime
+) -> int:
+    async with sessions() as session:
+        active = (
+            await session.execute(
+                select(
+                    deployments.c.deployment_id, deployments.c.accepted_at, deployments.c.timeout
+                ).where(deployments.c.status.in_(("accepted", "running", "cancelling")))
+            )
+        ).all()
+    context = CommandContext(Metadata(actor="system:timer"))
+    expired = 0
+    for deployment_id, accepted_at, timeout in active:
+        accepted = accepted_at if accepted_at.tzinfo else accepted_at.replace(tzinfo=UTC)
+        if (now - accepted).total_seconds() < timeout:
+            continue
+        command = ExpireDeployment(deployment_id=deployment_id, at=now)
+        try:
+            await commands.execute(DEPLOYMENT, deployment_id, command, context, at=now)
+            expired += 1
+        except DomainError:
+            continue
+    return expired
+
+
+async def start_slot_releaser(
+    js: JetStreamContext, stream: str, commands: CommandService
+) -> asyncio.Task[None]:
+    """Give a deployment's slot back when it ends, whoever ended it."""
+    await ensure_durable(js, stream, SLOT_RELEASER, "ev.deployment.>")
+    context = CommandContext(Metadata(actor="system:deployment-slots"))
+
+    async def handle(msgs: list[Msg]) -> None:
+        for msg in msgs:
+            recorded = decode(msg.metadata.sequence.stream, msg.data)
+            if recorded.type in ENDED:
+                release = ReleaseSlot(deployment_id=recorded.aggregate_id)
+                await commands.execute(DEPLOYMENT_SLOTS, SLOTS_ID, release, context)
+            await msg.ack()
+
+    return asyncio.create_task(
+        consume(js, stream, SLOT_RELEASER, handle, batch_size=1), name=SLOT_RELEASER
+    )
