@@ -7,6 +7,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
+from api.deployments import DeploymentController
 from api.errors import EXCEPTION_HANDLERS
 from api.health import VERSION, HealthController
 from api.render import RenderController
@@ -22,7 +23,7 @@ def create_app(runtime: Runtime) -> Litestar:
         return runtime
 
     return Litestar(
-        route_handlers=[TaskController, RenderController, HealthController],
+        route_handlers=[TaskController, RenderController, DeploymentController, HealthController],
         dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(title="jetflow", version=VERSION, path="/schema"),

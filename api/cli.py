@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import uvicorn
 
@@ -30,6 +31,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("--max-tasks", type=int, default=0, help="stop after N tasks (0: never)")
 
     sub.add_parser("replay", help="drop every projection and rebuild it from sequence 1")
+
+    agent = sub.add_parser("deploy-agent", help="run deployments from a plan file and report")
+    agent.add_argument("--api", default="http://127.0.0.1:8000", help="jetflow API base URL")
+    agent.add_argument("--plan", required=True, help="TOML plan file with [[steps]] name/run")
+    agent.add_argument("--work-dir", default="data/deployments", help="where deployments run")
+    agent.add_argument("--agent-id", help="agent id (default: agent-hostname-pid)")
+    agent.add_argument("--poll", type=float, default=1.0, help="seconds between empty claims")
+    agent.add_argument("--max-deployments", type=int, default=0, help="stop after N (0: never)")
 
     render = sub.add_parser("render-node", help="simulated render nodes that lease frames")
     render.add_argument("--nats", help="NATS URL (cmd.render.*); default NATS_URL")
@@ -56,6 +65,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_tasks=args.max_tasks,
         )
         return asyncio.run(node.run_until_signalled())
+    if args.command == "deploy-agent":
+        from api.deploy_agent import DeployAgent, load_plan
+
+        deploy_agent = DeployAgent(
+            api=args.api,
+            plan=load_plan(Path(args.plan)),
+            work_dir=Path(args.work_dir).resolve(),
+            agent_id=args.agent_id,
+            poll_s=args.poll,
+            max_deployments=args.max_deployments,
+        )
+        return asyncio.run(deploy_agent.run_until_signalled())
     if args.command == "render-node":
         return asyncio.run(_render_nodes(args, settings))
     if args.command == "replay":

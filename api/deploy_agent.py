@@ -1,0 +1,168 @@
+"""``jetflow deploy-agent``: runs deployments for real and reports them step by step.
+
+A plan file (TOML) lists shell steps. Before them the agent prepares the environment of the
+deployment's mode: ``uv`` creates a venv with uv and installs ``config.package`` into it,
+``fallback`` does the same with ``python -m venv`` and pip; ``docker`` is reported unavailable
+where no Docker daemon answers, and the service then fails the deployment. A cancel is honoured
+at the next step boundary; logs are sent with each step's result and kept outside the events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import socket
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from adapters.deploy_modes import available_modes, uv_binary
+
+log = logging.getLogger("jetflow.deploy_agent")
+MAX_LOG_BYTES = 1_000_000
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: str
+
+
+def load_plan(path: Path) -> list[Step]:
+    raw = tomllib.loads(path.read_text())
+    return [Step(name=str(s["name"]), run=str(s["run"])) for s in raw.get("steps", [])]
+
+
+def environment_steps(mode: str, venv: Path, package: str | None) -> list[Step]:
+    python = venv / "bin" / "python"
+    if mode == "uv":
+        uv = shlex.quote(uv_binary() or "uv")
+        install = f"{uv} pip install --python {python} {shlex.quote(package)}" if package else ""
+        create = f"{uv} venv {shlex.quote(str(venv))}"
+    else:
+        create = f"{shlex.quote(sys.executable)} -m venv {shlex.quote(str(venv))}"
+        install = f"{python} -m pip install {shlex.quote(package)}" if package else ""
+    return [
+        Step("create environment", create),
+        Step("install package", install or "echo 'no package to install'"),
+    ]
+
+
+class DeployAgent:
+    def __init__(
+        self,
+        api: str,
+        plan: list[Step],
+        work_dir: Path,
+        agent_id: str | None = None,
+        *,
+        poll_s: float = 1.0,
+        max_deployments: int = 0,
+    ) -> None:
+        self.api = api.rstrip("/")
+        self.plan = plan
+        self.work_dir = work_dir
+        self.agent_id = agent_id or f"agent-{socket.gethostname()}-{os.getpid()}".replace(".", "-")
+        self.poll_s = poll_s
+        self.max_deployments = max_deployments
+        self.done = 0
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run_until_signalled(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop)
+        await self.run()
+        return 0
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(base_url=f"{self.api}/api/v1", timeout=60) as http:
+            while not self._stop.is_set():
+                if self.max_deployments and self.done >= self.max_deployments:
+                    return
+                available = await available_modes()
+                claim = await http.post(
+                    f"/deploy-agents/{self.agent_id}/claim",
+                    json={"available": available, "total_steps": 2 + len(self.plan)},
+                )
+                if claim.status_code == 204:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), self.poll_s)
+                    continue
+                claim.raise_for_status()
+                await self.deploy(http, claim.json())
+                self.done += 1
+
+    async def deploy(self, http: httpx.AsyncClient, job: dict[str, Any]) -> None:
+        deployment_id = job["deployment_id"]
+        home = self.work_dir / deployment_id
+        home.mkdir(parents=True, exist_ok=True)
+        venv = home / "venv"
+        steps = [*environment_steps(job["mode"], venv, job["config"].get("package")), *self.plan]
+        env = {
+            **os.environ,
+            **job["environment_variables"],
+            "VIRTUAL_ENV": str(venv),
+            "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+            "JETFLOW_DEPLOYMENT_ID": deployment_id,
+        }
+        deadline = time.monotonic() + job["timeout"]
+        base = f"/deployments/{deployment_id}"
+        log.info("deployment %s in %s mode, %d steps", deployment_id, job["mode"], len(steps))
+        for index, step in enumerate(steps):
+            started = await http.post(f"{base}/steps/{index}/start", json={"name": step.name})
+            if started.status_code == 409:
+                code = started.json()["error"]["code"]
+                if code == "deployment_cancelling":
+                    await http.post(f"{base}/cancel-ack")
+                log.info("deployment %s stops before step %d: %s", deployment_id, index, code)
+                return
+            started.raise_for_status()
+            ok, duration, output = await self._run(step, env, home, deadline - time.monotonic())
+            finished = await http.post(
+                f"{base}/steps/{index}/finish",
+                json={
+                    "succeeded": ok,
+                    "duration_s": round(duration, 3),
+                    "log": output,
+                    "error": None if ok else f"step '{step.name}' failed",
+                },
+            )
+            if finished.status_code >= 400 or not ok:
+                return
+
+    @staticmethod
+    async def _run(
+        step: Step, env: dict[str, str], cwd: Path, budget_s: float
+    ) -> tuple[bool, float, str]:
+        started = time.monotonic()
+        process = await asyncio.create_subprocess_shell(
+            step.run,
+            cwd=cwd,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            out, _ = await asyncio.wait_for(process.communicate(), max(budget_s, 0.1))
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+            return False, time.monotonic() - started, f"$ {step.run}\n[timed out]\n"
+        text = out[-MAX_LOG_BYTES:].decode(errors="replace")
+        return process.returncode == 0, time.monotonic() - started, f"$ {step.run}\n{text}"
