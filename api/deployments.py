@@ -8,7 +8,7 @@ from typing import Any
 
 import psutil
 from litestar import Controller, MediaType, Request, Response, get, post
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from sqlalchemy import Row, func, select
 
@@ -178,7 +178,7 @@ class DeploymentController(Controller):
 
     @get("/deployments", summary="Deployment history, newest first")
     async def history(
-        self, runtime: Rt, limit: int = 50, wait_for_seq: WaitForSeq = None
+        self, runtime: Rt, limit: FromQuery[int] = 50, wait_for_seq: WaitForSeq = None
     ) -> list[dict[str, Any]]:
         await _wait(runtime, wait_for_seq)
         limit = max(1, min(limit, 500))

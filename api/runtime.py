@@ -15,7 +15,7 @@ from faststream.nats import NatsBroker
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters.blob_store import LocalBlobStore
-from adapters.event_store import EventStore, StreamSettings
+from adapters.event_store import EventStore, StreamSettings, servers
 from adapters.idempotency import IdempotencyRecords
 from adapters.nats_server import EmbeddedNatsServer
 from adapters.secrets import SecretBox
@@ -30,12 +30,21 @@ from handlers.render import FrameScheduler
 from handlers.webhooks import Dispatcher, start_dispatcher
 from projections.base import Projection, create_tables
 from projections.deployments import DEPLOYMENTS, WEBHOOKS
+from projections.pipelines import EXECUTIONS
 from projections.render import RENDER, SCENES
 from projections.tasks import NODES, TASKS
 
 log = logging.getLogger(__name__)
 
-PROJECTIONS: tuple[Projection, ...] = (TASKS, NODES, RENDER, SCENES, DEPLOYMENTS, WEBHOOKS)
+PROJECTIONS: tuple[Projection, ...] = (
+    TASKS,
+    NODES,
+    RENDER,
+    SCENES,
+    DEPLOYMENTS,
+    WEBHOOKS,
+    EXECUTIONS,
+)
 
 
 @dataclass
@@ -78,7 +87,7 @@ class Runtime:
         s = self.settings
         # Per-message logs at DEBUG: at INFO they cost more than handling a command.
         broker = self.broker = NatsBroker(
-            self.nats_url, logger=log, log_level=logging.DEBUG, graceful_timeout=10
+            servers(self.nats_url), logger=log, log_level=logging.DEBUG, graceful_timeout=10
         )
         await broker.connect()
         register_command_subjects(

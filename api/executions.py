@@ -1,0 +1,152 @@
+"""Pipeline executions over HTTP. One controller, mounted twice: at ``/api/v1/cicd/executions/``
+and at the seed's compatibility path ``/api/v1/executions/``."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, Router, get, post
+from litestar.params import FromPath, JSONBody
+from litestar.status_codes import HTTP_202_ACCEPTED
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Row, func, select
+from uuid6 import uuid7
+
+from api import consistency
+from api.http import Page, PageSize, Rt, WaitForSeq, accepted, command_context, path_id, utc
+from domain.base import NotFound
+from domain.pipelines import (
+    EXECUTION,
+    CancelExecution,
+    Name,
+    StageSpec,
+    StartExecution,
+    StepStatus,
+    Trigger,
+    UpdateStep,
+)
+from projections.pipelines import EXECUTIONS, executions
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StartExecutionRequest(WireModel):
+    pipeline: Name
+    trigger: Trigger = "manual"
+    stages: Annotated[list[StageSpec], Field(min_length=1, max_length=50)]
+
+
+class StepUpdateRequest(WireModel):
+    stage: Name
+    step: Name
+    status: StepStatus
+    log: Annotated[str, Field(max_length=65_536)] = ""
+
+
+def execution_view(row: Row[Any]) -> dict[str, Any]:
+    m = row._mapping
+    return {
+        "id": m["execution_id"],
+        "pipeline": m["pipeline"],
+        "trigger": m["trigger"],
+        "triggered_by": m["triggered_by"],
+        "status": m["status"],
+        "stages": json.loads(m["stages"]),
+        "created_at": utc(m["created_at"]),
+        "finished_at": utc(m["finished_at"]),
+        "seq": m["last_seq"],
+    }
+
+
+class ExecutionController(Controller):
+    path = "/executions"
+    tags = ["pipeline executions"]
+
+    @post("/", status_code=HTTP_202_ACCEPTED, summary="Start a pipeline execution")
+    async def start(
+        self, request: Request[Any, Any, Any], runtime: Rt, data: JSONBody[StartExecutionRequest]
+    ) -> Response[dict[str, Any]]:
+        ctx = command_context(request, None)
+        execution_id = str(uuid7())
+        command = StartExecution(
+            execution_id=execution_id, triggered_by=ctx.metadata.actor, **data.model_dump()
+        )
+        outcome = await runtime.commands.execute(EXECUTION, execution_id, command, ctx)
+        return accepted(outcome, id=execution_id, status="running")
+
+    @get("/", summary="Executions, newest first")
+    async def list_executions(
+        self, runtime: Rt, page: Page = 1, page_size: PageSize = 20, wait_for_seq: WaitForSeq = None
+    ) -> dict[str, Any]:
+        if wait_for_seq:
+            await consistency.wait_for_seq(runtime, (EXECUTIONS,), wait_for_seq)
+        async with runtime.sessions() as session:
+            rows = (
+                await session.execute(
+                    select(executions)
+                    .order_by(executions.c.created_at.desc(), executions.c.execution_id)
+                    .limit(page_size)
+                    .offset((page - 1) * page_size)
+                )
+            ).all()
+            total = int(await session.scalar(select(func.count()).select_from(executions)) or 0)
+        return {
+            "results": [execution_view(r) for r in rows],
+            "count": total,
+            "page": page,
+            "total_pages": math.ceil(total / page_size),
+        }
+
+    @get("/{execution_id:str}", summary="One execution")
+    async def get_execution(
+        self, runtime: Rt, execution_id: FromPath[str], wait_for_seq: WaitForSeq = None
+    ) -> dict[str, Any]:
+        if wait_for_seq:
+            await consistency.wait_for_seq(runtime, (EXECUTIONS,), wait_for_seq)
+        async with runtime.sessions() as session:
+            row = (
+                await session.execute(
+                    select(executions).where(executions.c.execution_id == execution_id)
+                )
+            ).first()
+        if row is None:
+            raise NotFound("execution_not_found", f"Execution {execution_id} not found")
+        return execution_view(row)
+
+    @post("/{execution_id:str}/steps", status_code=HTTP_202_ACCEPTED, summary="Report a step")
+    async def update_step(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Rt,
+        execution_id: FromPath[str],
+        data: JSONBody[StepUpdateRequest],
+    ) -> Response[dict[str, Any]]:
+        execution_id = path_id(execution_id)
+        command = UpdateStep(execution_id=execution_id, **data.model_dump())
+        outcome = await runtime.commands.execute(
+            EXECUTION, execution_id, command, command_context(request, None)
+        )
+        return accepted(outcome, id=execution_id)
+
+    @post("/{execution_id:str}/cancel", status_code=HTTP_202_ACCEPTED, summary="Cancel")
+    async def cancel(
+        self, request: Request[Any, Any, Any], runtime: Rt, execution_id: FromPath[str]
+    ) -> Response[dict[str, Any]]:
+        execution_id = path_id(execution_id)
+        command = CancelExecution(execution_id=execution_id)
+        outcome = await runtime.commands.execute(
+            EXECUTION, execution_id, command, command_context(request, None)
+        )
+        return accepted(outcome, id=execution_id, status="cancelled")
+
+
+def execution_routers() -> list[Router]:
+    """The same controller at the canonical path and at the seed's compatibility path."""
+    return [
+        Router(path=prefix, route_handlers=[ExecutionController])
+        for prefix in ("/api/v1/cicd", "/api/v1")
+    ]
