@@ -16,7 +16,7 @@ from uuid6 import uuid7
 
 from api import consistency
 from api.http import Page, PageSize, Rt, WaitForSeq, accepted, command_context, path_id, utc
-from domain.base import NotFound
+from domain.base import CallbackUrl, NotFound
 from domain.pipelines import (
     EXECUTION,
     CancelExecution,
@@ -38,6 +38,7 @@ class StartExecutionRequest(WireModel):
     pipeline: Name
     trigger: Trigger = "manual"
     stages: Annotated[list[StageSpec], Field(min_length=1, max_length=50)]
+    callback_url: CallbackUrl | None = None
 
 
 class StepUpdateRequest(WireModel):

@@ -13,7 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict
+
+# Where an aggregate's owner wants its events POSTed (the webhook dispatcher reads it).
+CallbackUrl = AnyHttpUrl
 
 # Aggregate ids become one token of a NATS subject: no dots, spaces or wildcards.
 AGGREGATE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"

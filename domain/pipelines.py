@@ -11,6 +11,7 @@ from pydantic import Field, StringConstraints
 from domain.base import (
     AGGREGATE_ID_PATTERN,
     Aggregate,
+    CallbackUrl,
     Command,
     Event,
     Invalid,
@@ -36,6 +37,7 @@ class StartExecution(Command):
     trigger: Trigger = "manual"
     stages: Annotated[list[StageSpec], Field(min_length=1, max_length=50)]
     triggered_by: str = "anonymous"
+    callback_url: CallbackUrl | None = None
 
 
 class UpdateStep(Command):
@@ -56,6 +58,7 @@ class ExecutionStarted(Event):
     trigger: str
     stages: list[StageSpec]
     triggered_by: str
+    callback_url: str | None = None
 
 
 class ExecutionStepUpdated(Event):
@@ -75,6 +78,7 @@ class ExecutionFinished(Event):
 class ExecutionState:
     exists: bool = False
     status: str = "pending"
+    callback_url: str | None = None
     steps: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
@@ -82,7 +86,9 @@ def decide(state: ExecutionState, command: Command) -> list[Event]:
     if isinstance(command, StartExecution):
         if state.exists:
             raise StateConflict("execution_exists", f"Execution {command.execution_id} exists")
-        return [ExecutionStarted(**command.model_dump())]
+        url = str(command.callback_url) if command.callback_url else None
+        fields = command.model_dump(exclude={"callback_url"})
+        return [ExecutionStarted(**fields, callback_url=url)]
     if not state.exists:
         raise NotFound(
             "execution_not_found", f"Execution {getattr(command, 'execution_id', '?')} not found"
@@ -124,7 +130,9 @@ def evolve(state: ExecutionState, event: Event) -> ExecutionState:
             steps = {
                 (stage.name, step): "pending" for stage in event.stages for step in stage.steps
             }
-            return ExecutionState(exists=True, status="running", steps=steps)
+            return ExecutionState(
+                exists=True, status="running", steps=steps, callback_url=event.callback_url
+            )
         case ExecutionStepUpdated():
             return replace(state, steps={**state.steps, (event.stage, event.step): event.status})
         case ExecutionFinished():

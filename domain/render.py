@@ -28,6 +28,7 @@ from pydantic import AfterValidator, Field, StringConstraints, model_validator
 from domain.base import (
     AGGREGATE_ID_PATTERN,
     Aggregate,
+    CallbackUrl,
     Command,
     Event,
     Invalid,
@@ -111,6 +112,7 @@ class CreateRenderJob(Command):
     max_frame_retries: Annotated[int, Field(ge=0, le=10)] = 2
     cg_version: Annotated[str, StringConstraints(max_length=64)] | None = None
     plugins: dict[str, str] = {}
+    callback_url: CallbackUrl | None = None
 
     @model_validator(mode="after")
     def _one_frame_range(self) -> CreateRenderJob:
@@ -210,6 +212,7 @@ class RenderJobCreated(Event):
     max_frame_retries: int
     cg_version: str | None
     plugins: dict[str, str]
+    callback_url: str | None = None
 
 
 class FramesQueued(Event):
@@ -312,6 +315,7 @@ class RenderJobState:
     test_open: int = 0  # test frames neither finished nor permanently failed
     open_frames: int = 0  # frames neither finished nor permanently failed
     failed_frames: int = 0
+    callback_url: str | None = None
 
     def next_frame(self) -> int | None:
         if self.queued_tests:
@@ -437,6 +441,7 @@ def _create(state: RenderJobState, command: CreateRenderJob) -> list[Event]:
         max_frame_retries=command.max_frame_retries,
         cg_version=command.cg_version,
         plugins=command.plugins,
+        callback_url=str(command.callback_url) if command.callback_url else None,
     )
     everything = range(command.frame_start, command.frame_end + 1)
     first = sorted(set(tests)) if tests and command.stop_after_test else list(everything)
@@ -537,6 +542,7 @@ def evolve(state: RenderJobState, event: Event) -> RenderJobState:
                 frames=frames,
                 test_open=len(tests),
                 open_frames=len(frames),
+                callback_url=event.callback_url,
             )
         case FramesQueued():
             for first, last in event.runs:

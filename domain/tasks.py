@@ -20,6 +20,7 @@ from pydantic import AfterValidator, Field, StringConstraints
 from domain.base import (
     AGGREGATE_ID_PATTERN,
     Aggregate,
+    CallbackUrl,
     Command,
     Event,
     Gone,
@@ -86,6 +87,7 @@ class SubmitTask(Command):
     priority: Priority = 0
     owner: str = "anonymous"
     max_attempts: MaxAttempts = 3
+    callback_url: CallbackUrl | None = None
 
 
 class AssignTask(Command):
@@ -147,6 +149,7 @@ class TaskSubmitted(Event):
     priority: int
     owner: str
     max_attempts: int
+    callback_url: str | None = None
 
 
 class TaskAssigned(Event):
@@ -205,6 +208,7 @@ class TaskState:
     attempt: int = 0
     node_id: str | None = None
     lease_deadline: datetime | None = None
+    callback_url: str | None = None
 
 
 def decide(state: TaskState, command: Command) -> list[Event]:
@@ -221,6 +225,7 @@ def decide(state: TaskState, command: Command) -> list[Event]:
                     priority=command.priority,
                     owner=command.owner,
                     max_attempts=command.max_attempts,
+                    callback_url=str(command.callback_url) if command.callback_url else None,
                 )
             ]
         case _ if not state.exists:
@@ -319,6 +324,7 @@ def evolve(state: TaskState, event: Event) -> TaskState:
                 status=TaskStatus.PENDING,
                 timeout=event.timeout,
                 max_attempts=event.max_attempts,
+                callback_url=event.callback_url,
             )
         case TaskAssigned():
             return replace(

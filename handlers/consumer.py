@@ -60,15 +60,22 @@ async def consume(
         await sub.unsubscribe()
 
 
-async def ensure_durable(js: JetStreamContext, stream: str, name: str, subject_filter: str) -> None:
+async def ensure_durable(
+    js: JetStreamContext, stream: str, name: str, subject_filter: str, *, max_ack_pending: int = 1
+) -> None:
     """Create a process manager's durable consumer unless it exists.
 
     It starts with the events published from now on: process managers start with the service,
     before it accepts any command, and their handlers tolerate seeing an event twice.
     """
     try:
-        await js.consumer_info(stream, name)
+        info = await js.consumer_info(stream, name)
     except NotFoundError:
+        info = None
+    if info is not None and info.config.filter_subject != subject_filter:
+        await js.delete_consumer(stream, name)  # made by an older version for other subjects
+        info = None
+    if info is None:
         await js.add_consumer(
             stream,
             ConsumerConfig(
@@ -78,6 +85,6 @@ async def ensure_durable(js: JetStreamContext, stream: str, name: str, subject_f
                 deliver_policy=DeliverPolicy.NEW,
                 ack_policy=AckPolicy.EXPLICIT,
                 ack_wait=60,
-                max_ack_pending=1,
+                max_ack_pending=max_ack_pending,
             ),
         )

@@ -16,7 +16,7 @@ from uuid6 import uuid7
 
 from adapters.envelope import Metadata
 from adapters.idempotency import CommandOutcome
-from domain.base import DomainError, Invalid
+from domain.base import CallbackUrl, DomainError, Invalid
 from domain.hardware import HardwareConfig, match
 from domain.render import (
     RENDER_JOB,
@@ -79,6 +79,7 @@ class CreateRenderJobRequest(Request):
     max_frame_retries: Annotated[int, Field(ge=0, le=10)] = 2
     cg_version: Annotated[str, StringConstraints(max_length=64)] | None = None
     plugins: dict[str, str] = {}
+    callback_url: CallbackUrl | None = None
 
 
 class FinishFrameRequest(Request):

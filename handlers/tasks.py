@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from uuid6 import uuid7
 
 from adapters.idempotency import CommandOutcome
-from domain.base import DomainError
+from domain.base import CallbackUrl, DomainError
 from domain.nodes import NODE, NodeLoad, NodeResources, RecordHeartbeat
 from domain.tasks import (
     TASK,
@@ -54,6 +54,7 @@ class SubmitTaskRequest(Request):
     priority: Priority = 0
     owner: Annotated[str, StringConstraints(min_length=1, max_length=256)] = "anonymous"
     max_attempts: MaxAttempts = 3
+    callback_url: CallbackUrl | None = None
 
 
 class CancelTaskRequest(Request):

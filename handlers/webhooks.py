@@ -5,8 +5,8 @@ backoff, at least once, in stream order: its durable consumer holds one event at
 ``webhook`` aggregate remembers the last event settled, so a redelivery after a crash resumes
 where it stopped. Every attempt is recorded as ``WebhookDelivered`` or ``WebhookFailed``.
 
-Sources say which aggregates can have a callback URL and what their notifications carry;
-deployments are the first.
+Sources say which aggregates can have a callback URL (tasks, render jobs, deployments, pipeline
+executions: each takes a ``callback_url`` when created) and what their notifications carry.
 """
 
 from __future__ import annotations
@@ -27,20 +27,27 @@ from nats.js import JetStreamContext
 from adapters.envelope import Metadata, RecordedEvent, decode
 from domain.base import Aggregate, DomainError
 from domain.deployments import DEPLOYMENT
+from domain.pipelines import EXECUTION
+from domain.render import RENDER_JOB
+from domain.tasks import TASK
 from domain.webhooks import WEBHOOK, RecordWebhookAttempt
 from handlers.commands import CommandContext, CommandService
 from handlers.consumer import consume, ensure_durable
 
 log = logging.getLogger(__name__)
 DISPATCHER = "pm-webhooks"
+BATCH = 100  # events are still handled one after another, in stream order
 SIGNATURE_HEADER = "X-Jetflow-Signature"
+
+
+PayloadBuilder = Callable[[RecordedEvent], dict[str, Any] | None]
 
 
 @dataclass(frozen=True)
 class WebhookSource:
     aggregate: Aggregate[Any]
     url_of: Callable[[Any], str | None]
-    payload_of: Callable[[RecordedEvent], dict[str, Any] | None]
+    payload_of: PayloadBuilder
 
 
 def deployment_payload(event: RecordedEvent) -> dict[str, Any] | None:
@@ -78,8 +85,31 @@ def deployment_payload(event: RecordedEvent) -> dict[str, Any] | None:
     }
 
 
+def generic_payload(id_field: str, omit: frozenset[str] = frozenset()) -> PayloadBuilder:
+    """Any aggregate's notification: which instance, which event, and the event's facts."""
+
+    def build(event: RecordedEvent) -> dict[str, Any]:
+        return {
+            "aggregate": event.aggregate,
+            id_field: event.aggregate_id,
+            "event": event.type,
+            "data": {k: v for k, v in event.payload.items() if k not in omit},
+            "timestamp": event.occurred_at.isoformat(),
+            "seq": event.seq,
+        }
+
+    return build
+
+
+def _callback(state: Any) -> str | None:
+    return state.callback_url  # type: ignore[no-any-return]
+
+
 SOURCES: dict[str, WebhookSource] = {
-    "deployment": WebhookSource(DEPLOYMENT, lambda s: s.callback_url, deployment_payload),
+    "deployment": WebhookSource(DEPLOYMENT, _callback, deployment_payload),
+    "task": WebhookSource(TASK, _callback, generic_payload("task_id", frozenset({"code"}))),
+    "render": WebhookSource(RENDER_JOB, _callback, generic_payload("job_id")),
+    "execution": WebhookSource(EXECUTION, _callback, generic_payload("execution_id")),
 }
 
 
@@ -99,8 +129,12 @@ class Dispatcher:
         source = SOURCES.get(event.aggregate)
         if source is None:
             return
-        state, _ = await self.commands.repository.load(source.aggregate, event.aggregate_id)
-        url = source.url_of(state)
+        # A callback URL is set when the instance is created and never changes, so any state
+        # this process has seen of it will do; only an unseen instance is read from the stream.
+        known = self.commands.repository.cached(source.aggregate, event.aggregate_id)
+        if known is None:
+            known = await self.commands.repository.load(source.aggregate, event.aggregate_id)
+        url = source.url_of(known[0])
         payload = source.payload_of(event)
         if url is None or payload is None:
             return
@@ -162,8 +196,7 @@ class Dispatcher:
 async def start_dispatcher(
     js: JetStreamContext, stream: str, dispatcher: Dispatcher
 ) -> asyncio.Task[None]:
-    subjects = "ev.deployment.>"
-    await ensure_durable(js, stream, DISPATCHER, subjects)
+    await ensure_durable(js, stream, DISPATCHER, "ev.>", max_ack_pending=BATCH)
 
     async def run() -> None:
         async with httpx.AsyncClient(timeout=dispatcher.timeout_s) as http:
@@ -174,6 +207,6 @@ async def start_dispatcher(
                     await dispatcher.deliver(recorded, msg, http)
                     await msg.ack()
 
-            await consume(js, stream, DISPATCHER, handle, batch_size=1)
+            await consume(js, stream, DISPATCHER, handle, batch_size=BATCH)
 
     return asyncio.create_task(run(), name=DISPATCHER)

@@ -348,3 +348,59 @@ async def test_webhooks_are_signed_retried_and_delivered_in_order(
     ]
     assert attempts[0]["status_code"] == 500
     assert attempts[0]["will_retry"] is True
+
+
+async def test_any_aggregate_created_with_a_callback_url_gets_webhooks(
+    service_factory: ServiceFactory, receiver: tuple[Receiver, str]
+) -> None:
+    service = await service_factory(webhook_backoff_s=0.05)
+    target, url = receiver
+    task = (
+        await service.http.post("/tasks", json={"code": "print(1)", "callback_url": url})
+    ).json()
+    job = (
+        await service.http.post(
+            "/render-jobs",
+            json={
+                "unionid": "u",
+                "oss_file_path": "a.ma",
+                "render_engine": "maya",
+                "total_frames": 2,
+                "callback_url": url,
+            },
+        )
+    ).json()["data"]
+    await service.http.post(f"/tasks/{task['task_id']}/cancel")
+    for _ in range(200):
+        seen = {(c[1].get("aggregate"), c[1]["event"]) for c in target.calls}
+        if {("task", "TaskCancelled"), ("render", "FramesQueued")} <= seen:
+            break
+        await asyncio.sleep(0.05)
+    assert ("task", "TaskSubmitted") in seen
+    assert ("task", "TaskCancelled") in seen
+    assert ("render", "RenderJobCreated") in seen
+    submitted = next(c[1] for c in target.calls if c[1]["event"] == "TaskSubmitted")
+    assert submitted["task_id"] == task["task_id"]
+    assert "code" not in submitted["data"]
+    created = next(c[1] for c in target.calls if c[1]["event"] == "RenderJobCreated")
+    assert created["job_id"] == job["id"]
+
+
+async def test_a_deployment_past_its_timeout_is_timed_out_and_frees_its_slot(
+    service: Service,
+) -> None:
+    started = await start(service, mode="uv", timeout=1)
+    deployment_id = started["deployment_id"]
+    for _ in range(100):
+        status = (await service.http.get(f"/deployments/{deployment_id}")).json()
+        if status.get("status") == "timed_out":
+            break
+        await asyncio.sleep(0.05)
+    assert status["status"] == "timed_out"
+    for _ in range(100):
+        health = (await service.http.get("/deployments/health")).json()
+        if health["active_deployments"] == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert health["active_deployments"] == 0
+    assert health["statistics"]["failed_deployments"] == 1
