@@ -7,7 +7,6 @@ nats-server (embedded default) and stops it again on the way out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -36,6 +35,7 @@ from projections.tasks import NODES, TASKS
 
 log = logging.getLogger(__name__)
 
+STOP_TIMEOUT_S = 10.0
 PROJECTIONS: tuple[Projection, ...] = (
     TASKS,
     NODES,
@@ -150,9 +150,16 @@ class Runtime:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if not tasks:
+            return
+        done, stuck = await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
+        for task in done:
+            if not task.cancelled() and (error := task.exception()) is not None:
+                log.error("background task %s had failed", task.get_name(), exc_info=error)
+        for task in stuck:
+            log.error(
+                "background task %s did not stop within %s s", task.get_name(), STOP_TIMEOUT_S
+            )
 
     async def stop(self) -> None:
         await self.stop_background()

@@ -39,8 +39,13 @@ async def consume(
     with a delay, so it comes back in order after the fault (a database outage, say) is gone.
     """
     sub = await js.pull_subscribe_bind(durable=durable, stream=stream)
+    task = asyncio.current_task()
     try:
         while True:
+            if task is not None and task.cancelling():
+                # Python 3.11's wait_for (inside nats-py's fetch) can swallow a cancellation
+                # that races with a reply; the request to stop is still recorded on the task.
+                raise asyncio.CancelledError
             try:
                 msgs = await sub.fetch(batch_size, timeout=wait_s)
             except (TimeoutError, NatsTimeoutError):

@@ -97,7 +97,8 @@ async def run_timers(
         lambda now: expire_render_jobs(commands, sessions, now),
         lambda now: expire_deployments(commands, sessions, now),
     )
-    while True:
+    task = asyncio.current_task()
+    while task is None or not task.cancelling():  # see handlers.consumer.consume
         now = datetime.now(UTC)
         for check in checks:
             try:
@@ -106,6 +107,7 @@ async def run_timers(
                 # A database or broker hiccup: logged, and the next tick tries again.
                 log.exception("timer check failed")
         await asyncio.sleep(interval_s)
+    raise asyncio.CancelledError
 
 
 async def requeue_tasks_of(
