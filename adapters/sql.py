@@ -6,6 +6,7 @@ Projection code is dialect-neutral except for "insert unless present", which bot
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +54,8 @@ def insert_ignoring(session: AsyncSession, table: Table, values: dict[str, Any])
     if dialect == "postgresql":
         return postgresql.insert(table).values(**values).on_conflict_do_nothing()
     return sqlite.insert(table).values(**values).on_conflict_do_nothing()
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands datetimes back naive; every stored time is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from adapters.deploy_modes import available_modes, uv_binary
+from api.polling_client import PollingClient
 
 log = logging.getLogger("jetflow.deploy_agent")
 MAX_LOG_BYTES = 1_000_000
@@ -57,7 +58,7 @@ def environment_steps(mode: str, venv: Path, package: str | None) -> list[Step]:
     ]
 
 
-class DeployAgent:
+class DeployAgent(PollingClient):
     def __init__(
         self,
         api: str,
@@ -68,28 +69,16 @@ class DeployAgent:
         poll_s: float = 1.0,
         max_deployments: int = 0,
     ) -> None:
+        super().__init__(poll_s=poll_s)
         self.api = api.rstrip("/")
         self.plan = plan
         self.work_dir = work_dir
         self.agent_id = agent_id or f"agent-{socket.gethostname()}-{os.getpid()}".replace(".", "-")
-        self.poll_s = poll_s
         self.max_deployments = max_deployments
-        self.done = 0
-        self._stop = asyncio.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    async def run_until_signalled(self) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.stop)
-        await self.run()
-        return 0
 
     async def run(self) -> None:
         async with httpx.AsyncClient(base_url=f"{self.api}/api/v1", timeout=60) as http:
-            while not self._stop.is_set():
+            while not self.stopping:
                 if self.max_deployments and self.done >= self.max_deployments:
                     return
                 available = await available_modes()
@@ -98,8 +87,7 @@ class DeployAgent:
                     json={"available": available, "total_steps": 2 + len(self.plan)},
                 )
                 if claim.status_code == 204:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), self.poll_s)
+                    await self.idle()
                     continue
                 claim.raise_for_status()
                 await self.deploy(http, claim.json())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Request, Response
@@ -13,6 +13,7 @@ from pydantic import StringConstraints, TypeAdapter
 
 from adapters.envelope import Metadata
 from adapters.idempotency import CommandOutcome
+from adapters.sql import as_utc
 from api.runtime import Runtime
 from domain.base import AGGREGATE_ID_PATTERN
 from handlers.commands import CommandContext
@@ -58,7 +59,7 @@ def accepted(outcome: CommandOutcome, **body: Any) -> Response[dict[str, Any]]:
 def utc(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return as_utc(value).isoformat()
 
 
 _AGGREGATE_ID: TypeAdapter[str] = TypeAdapter(

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 from typing import Any
 
@@ -18,11 +17,12 @@ import httpx
 import psutil
 
 from adapters.code_runner import RunLimits, run_python
+from api.polling_client import PollingClient
 
 log = logging.getLogger("jetflow.worker")
 
 
-class Worker:
+class Worker(PollingClient):
     def __init__(
         self,
         api: str,
@@ -32,35 +32,22 @@ class Worker:
         heartbeat_s: float = 5.0,
         max_tasks: int = 0,
     ) -> None:
+        super().__init__(poll_s=poll_s)
         self.api = api.rstrip("/")
         self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}".replace(".", "-")
-        self.poll_s = poll_s
         self.heartbeat_s = heartbeat_s
         self.max_tasks = max_tasks
-        self.done = 0
-        self._stop = asyncio.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    async def run_until_signalled(self) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.stop)
-        await self.run()
-        return 0
 
     async def run(self) -> None:
         async with httpx.AsyncClient(base_url=f"{self.api}/api/v1", timeout=30) as http:
             beats = asyncio.create_task(self._heartbeats(http))
             try:
-                while not self._stop.is_set():
+                while not self.stopping:
                     if self.max_tasks and self.done >= self.max_tasks:
                         return
                     lease = await http.post(f"/nodes/{self.node_id}/lease")
                     if lease.status_code == 204:
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._stop.wait(), self.poll_s)
+                        await self.idle()
                         continue
                     lease.raise_for_status()
                     await self._run_task(http, lease.json())

@@ -8,7 +8,9 @@ delivery answered, without deciding again.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,6 +20,8 @@ from adapters.event_store import ConcurrencyConflict, DuplicateAppend, EventStor
 from adapters.idempotency import CommandOutcome, IdempotencyRecords
 from domain.base import Aggregate, Command, DomainError, Event
 from handlers.repository import AggregateRepository
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,29 @@ class CommandService:
         raise TooManyConflicts(
             f"{aggregate.name} {aggregate_id} changed {self.max_retries} times while deciding"
         )
+
+    async def execute_each(
+        self,
+        aggregate: Aggregate[Any],
+        commands: Iterable[tuple[str, Command]],
+        context: CommandContext,
+        *,
+        at: datetime | None = None,
+    ) -> int:
+        """Send commands picked from a projection; count those the aggregates accepted.
+
+        A projection can be behind the stream, so a refusal only means the aggregate already
+        moved on (another timer, a late report): it is logged, not raised.
+        """
+        accepted = 0
+        for aggregate_id, command in commands:
+            try:
+                await self.execute(aggregate, aggregate_id, command, context, at=at)
+            except DomainError as refused:
+                log.debug("%s %s refused %s: %s", aggregate.name, aggregate_id, command, refused)
+                continue
+            accepted += 1
+        return accepted
 
     async def decided_events(
         self, aggregate: Aggregate[Any], outcome: CommandOutcome

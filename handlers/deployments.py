@@ -18,6 +18,7 @@ from adapters.blob_store import LocalBlobStore
 from adapters.envelope import Metadata, decode
 from adapters.idempotency import CommandOutcome
 from adapters.secrets import SecretBox
+from adapters.sql import as_utc
 from domain.base import DomainError
 from domain.deployments import (
     DEPLOYMENT,
@@ -271,18 +272,16 @@ async def expire_deployments(
             )
         ).all()
     context = CommandContext(Metadata(actor="system:timer"))
-    expired = 0
-    for deployment_id, accepted_at, timeout in active:
-        accepted = accepted_at if accepted_at.tzinfo else accepted_at.replace(tzinfo=UTC)
-        if (now - accepted).total_seconds() < timeout:
-            continue
-        command = ExpireDeployment(deployment_id=deployment_id, at=now)
-        try:
-            await commands.execute(DEPLOYMENT, deployment_id, command, context, at=now)
-            expired += 1
-        except DomainError:
-            continue
-    return expired
+    return await commands.execute_each(
+        DEPLOYMENT,
+        (
+            (deployment_id, ExpireDeployment(deployment_id=deployment_id, at=now))
+            for deployment_id, accepted_at, timeout in active
+            if (now - as_utc(accepted_at)).total_seconds() >= timeout
+        ),
+        context,
+        at=now,
+    )
 
 
 async def start_slot_releaser(

@@ -19,7 +19,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.envelope import Metadata, decode
-from domain.base import DomainError
 from domain.nodes import NODE, MarkNodeOffline
 from domain.tasks import TASK, ExpireLease, RequeueTask
 from handlers.commands import CommandContext, CommandService
@@ -44,16 +43,15 @@ async def expire_leases(
                 )
             )
         ).all()
-    expired = 0
-    for task_id, attempt in rows:
-        try:
-            await commands.execute(
-                TASK, task_id, ExpireLease(task_id=task_id, attempt=attempt, at=now), TIMER, at=now
-            )
-            expired += 1
-        except DomainError as refused:
-            log.debug("lease of %s not expired: %s", task_id, refused.code)
-    return expired
+    return await commands.execute_each(
+        TASK,
+        (
+            (task_id, ExpireLease(task_id=task_id, attempt=attempt, at=now))
+            for task_id, attempt in rows
+        ),
+        TIMER,
+        at=now,
+    )
 
 
 async def mark_silent_nodes(
@@ -71,15 +69,15 @@ async def mark_silent_nodes(
                 )
             )
         ).all()
-    marked = 0
-    for node_id in silent:
-        try:
-            command = MarkNodeOffline(node_id=node_id, at=now, silence_s=silence_s)
-            await commands.execute(NODE, node_id, command, TIMER, at=now)
-            marked += 1
-        except DomainError as refused:
-            log.debug("node %s stays: %s", node_id, refused.code)
-    return marked
+    return await commands.execute_each(
+        NODE,
+        (
+            (node_id, MarkNodeOffline(node_id=node_id, at=now, silence_s=silence_s))
+            for node_id in silent
+        ),
+        TIMER,
+        at=now,
+    )
 
 
 async def run_timers(
@@ -122,12 +120,15 @@ async def requeue_tasks_of(
             )
         ).all()
     context = CommandContext(Metadata(actor="system:node-watch"))
-    for task_id in held:
-        command = RequeueTask(task_id=task_id, node_id=node_id, reason=f"node {node_id} offline")
-        try:
-            await commands.execute(TASK, task_id, command, context)
-        except DomainError as refused:
-            log.debug("task %s not requeued: %s", task_id, refused.code)
+    reason = f"node {node_id} offline"
+    await commands.execute_each(
+        TASK,
+        (
+            (task_id, RequeueTask(task_id=task_id, node_id=node_id, reason=reason))
+            for task_id in held
+        ),
+        context,
+    )
     return len(held)
 
 

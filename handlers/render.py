@@ -16,6 +16,7 @@ from uuid6 import uuid7
 
 from adapters.envelope import Metadata
 from adapters.idempotency import CommandOutcome
+from adapters.sql import as_utc
 from domain.base import CallbackUrl, DomainError, Invalid
 from domain.hardware import HardwareConfig, match
 from domain.render import (
@@ -337,15 +338,15 @@ async def time_out_frames(
                 .limit(1000)
             )
         ).all()
-    timed_out = 0
-    for job_id, number, attempt in late:
-        command = TimeOutFrame(job_id=job_id, frame=number, attempt=attempt, at=now)
-        try:
-            await commands.execute(RENDER_JOB, job_id, command, TIMER, at=now)
-            timed_out += 1
-        except DomainError:
-            continue
-    return timed_out
+    return await commands.execute_each(
+        RENDER_JOB,
+        (
+            (job_id, TimeOutFrame(job_id=job_id, frame=number, attempt=attempt, at=now))
+            for job_id, number, attempt in late
+        ),
+        TIMER,
+        at=now,
+    )
 
 
 async def expire_render_jobs(
@@ -363,16 +364,13 @@ async def expire_render_jobs(
                 )
             )
         ).all()
-    expired = 0
-    for job_id, started_at, task_timeout in running:
-        started = started_at if started_at.tzinfo else started_at.replace(tzinfo=UTC)
-        if (now - started).total_seconds() < task_timeout:
-            continue
-        try:
-            await commands.execute(
-                RENDER_JOB, job_id, ExpireRenderJob(job_id=job_id, at=now), TIMER, at=now
-            )
-            expired += 1
-        except DomainError:
-            continue
-    return expired
+    return await commands.execute_each(
+        RENDER_JOB,
+        (
+            (job_id, ExpireRenderJob(job_id=job_id, at=now))
+            for job_id, started_at, task_timeout in running
+            if (now - as_utc(started_at)).total_seconds() >= task_timeout
+        ),
+        TIMER,
+        at=now,
+    )

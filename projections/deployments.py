@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import BigInteger, Column, DateTime, Float, Index, Integer, String, Table, Text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.envelope import RecordedEvent
+from adapters.sql import as_utc
 from projections.base import Projection, metadata
 from projections.rows import RowBatch
 
@@ -195,13 +196,9 @@ def apply_deployment_event(rows: DeploymentRows, event: RecordedEvent) -> None:
                 status=TERMINAL[kind],
                 failure_reason=p.get("reason"),
                 ended_at=at,
-                duration_s=(at - _aware(started)).total_seconds() if started else None,
+                duration_s=(at - as_utc(started)).total_seconds() if started else None,
                 **touched,
             )
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 async def apply_deployment_batch(session: AsyncSession, events: Sequence[RecordedEvent]) -> None:

@@ -7,12 +7,13 @@ clock at apply time, so a rebuild from sequence 1 writes the same bytes.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import BigInteger, Column, DateTime, Float, Index, Integer, String, Table, Text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.envelope import RecordedEvent
+from adapters.sql import as_utc
 from projections.base import Projection, metadata
 from projections.rows import RowBatch
 
@@ -112,7 +113,7 @@ def apply_task_event(rows: RowBatch, event: RecordedEvent) -> None:
                 result=p["result"],
                 progress=100.0,
                 finished_at=at,
-                run_time_s=(at - _aware(started)).total_seconds() if started else None,
+                run_time_s=(at - as_utc(started)).total_seconds() if started else None,
             )
         case "TaskFailed":
             values = _released("failed", event, error=p["error"], finished_at=at)
@@ -178,11 +179,6 @@ def batch_applier(
         await rows.flush(session)
 
     return apply_all
-
-
-def _aware(value: datetime) -> datetime:
-    """SQLite hands datetimes back naive; every stored time is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 TASKS = Projection(
