@@ -13,7 +13,7 @@ from typing import Any
 import pydantic_core
 from uuid6 import uuid7
 
-from domain.base import Aggregate, Event
+from domain.base import Aggregate, Event, aggregate_named
 
 SUBJECT_PREFIX = "ev"
 
@@ -92,20 +92,39 @@ def encode(
 
 
 def decode(seq: int, data: bytes) -> RecordedEvent:
+    """Read one message; a payload of an older schema_version comes back upcast to the current."""
     raw = pydantic_core.from_json(data)
+    version, payload = _current(
+        raw["aggregate"], raw["type"], raw["schema_version"], raw["payload"]
+    )
     return RecordedEvent(
         seq=seq,
         event_id=raw["event_id"],
         type=raw["type"],
-        schema_version=raw["schema_version"],
+        schema_version=version,
         aggregate=raw["aggregate"],
         aggregate_id=raw["aggregate_id"],
         occurred_at=datetime.fromisoformat(raw["occurred_at"]),
         actor=raw["actor"],
         correlation_id=raw["correlation_id"],
         causation_id=raw["causation_id"],
-        payload=raw["payload"],
+        payload=payload,
     )
+
+
+def _current(
+    aggregate_name: str, type_name: str, version: int, payload: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    aggregate = aggregate_named(aggregate_name)
+    if aggregate is None:
+        return version, payload
+    try:
+        event_type = aggregate.event_type(type_name)
+    except KeyError:  # written by a newer release than this reader: leave it as recorded
+        return version, payload
+    if version >= event_type.schema_version:
+        return version, payload
+    return event_type.schema_version, event_type.upcast(payload, version)
 
 
 def to_domain(aggregate: Aggregate[Any], recorded: RecordedEvent) -> Event:

@@ -9,6 +9,7 @@ from litestar.openapi import OpenAPIConfig
 
 from api.deployments import DeploymentController
 from api.errors import EXCEPTION_HANDLERS
+from api.events import EventFeedController
 from api.executions import execution_routers
 from api.health import VERSION, HealthController
 from api.render import RenderController
@@ -29,6 +30,7 @@ def create_app(runtime: Runtime) -> Litestar:
             RenderController,
             DeploymentController,
             HealthController,
+            EventFeedController,
             *execution_routers(),
         ],
         dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},

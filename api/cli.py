@@ -9,10 +9,15 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from api.settings import Settings
+
+if TYPE_CHECKING:
+    from api.runtime import Runtime
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -123,7 +128,7 @@ async def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         log_level="info",
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, runtime)
     logging.getLogger("jetflow").info("NATS at %s", runtime.nats_url)
     # uvicorn re-raises the signal that stopped it once it has shut down; with the default
     # handlers that would kill the process before the runtime (and its embedded nats-server)
@@ -135,6 +140,18 @@ async def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     finally:
         await runtime.stop()
     return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn waits for open responses before it shuts down; live feeds end on this signal."""
+
+    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.runtime.closing.set()
+        super().handle_exit(sig, frame)
 
 
 if __name__ == "__main__":

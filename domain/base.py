@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict
@@ -32,6 +32,24 @@ class Event(BaseModel):
     @classmethod
     def type_name(cls) -> str:
         return cls.__name__
+
+    @classmethod
+    def upcast(cls, payload: dict[str, Any], version: int) -> dict[str, Any]:
+        """Bring a payload recorded at an older ``schema_version`` up to the current one.
+
+        Recorded events are never rewritten, so every old shape stays readable: each step is a
+        classmethod ``upcast_v<n>`` (version n to n+1) on the event class, beside the model it
+        changed.
+        """
+        while version < cls.schema_version:
+            step: Callable[[dict[str, Any]], dict[str, Any]] | None = getattr(
+                cls, f"upcast_v{version}", None
+            )
+            if step is None:
+                raise LookupError(f"{cls.__name__} has no upcaster from version {version}")
+            payload = step(payload)
+            version += 1
+        return payload
 
 
 class Command(BaseModel):
@@ -81,6 +99,12 @@ class Aggregate(Generic[S]):
     # Commands that start a new instance: the store may skip loading for them and let the
     # "no events yet" concurrency check prove the instance is new.
     creates: tuple[type[Command], ...] = ()
+    _by_name: dict[str, type[Event]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Decoding looks an event type up for every message read.
+        object.__setattr__(self, "_by_name", {e.type_name(): e for e in self.events})
+        _AGGREGATES[self.name] = self
 
     def fold(self, events: Sequence[Event], state: S | None = None) -> S:
         current = self.initial() if state is None else state
@@ -89,10 +113,18 @@ class Aggregate(Generic[S]):
         return current
 
     def event_type(self, name: str) -> type[Event]:
-        for event_type in self.events:
-            if event_type.type_name() == name:
-                return event_type
-        raise KeyError(f"{self.name} has no event type {name!r}")
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"{self.name} has no event type {name!r}") from None
+
+
+_AGGREGATES: dict[str, Aggregate[Any]] = {}
+
+
+def aggregate_named(name: str) -> Aggregate[Any] | None:
+    """The aggregate recorded under ``name``: readers of the raw log (audit, upcasting) need it."""
+    return _AGGREGATES.get(name)
 
 
 def check_aggregate_id(value: str) -> str:

@@ -71,6 +71,7 @@ class Service:
 
     async def stop(self) -> None:
         await self.http.aclose()
+        self.runtime.closing.set()  # as `jetflow serve` does on a signal: live feeds end
         self.server.should_exit = True
         await self.serve_task
         await self.runtime.stop()

@@ -1,0 +1,185 @@
+"""Live subscriptions: every recorded event as Server-Sent Events or over a WebSocket.
+
+Both are read from JetStream (one ordered consumer per client, ``adapters.live_feed``), never
+from the database. Each message carries its stream sequence; a client resumes with SSE's
+``Last-Event-ID`` or the WebSocket's ``from_seq`` and gets no gap and no duplicate. A client that
+falls behind is told why and disconnected, and resumes from the sequence it was given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator
+from typing import Annotated, Any, Literal
+
+import pydantic_core
+from litestar import Controller, WebSocket, get, websocket
+from litestar.exceptions import WebSocketDisconnect
+from litestar.params import HeaderParameter, QueryParameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from adapters.envelope import RecordedEvent
+from adapters.live_feed import FeedClosed, FeedFilter, FeedOverflow, LiveFeed
+from api.http import Rt
+from api.runtime import Runtime
+
+KEEPALIVE_S = 15.0
+TOKEN = r"^[A-Za-z0-9_-]{1,128}$"
+OVERFLOW_CLOSE_CODE = 4008  # application range: "policy", with the resume sequence as reason
+
+AggregateName = Annotated[str | None, QueryParameter(pattern=TOKEN, required=False)]
+AggregateId = Annotated[str | None, QueryParameter(pattern=TOKEN, required=False)]
+EventType = Annotated[
+    str | None, QueryParameter(name="type", pattern=r"^[A-Za-z0-9_]{1,128}$", required=False)
+]
+FromSeq = Annotated[int | None, QueryParameter(ge=1, required=False)]
+
+# The seed's compact WebSocket feed of the compute-task slice.
+NAMED: dict[str, str] = {
+    "TaskSubmitted": "task_created",
+    "TaskAssigned": "task_started",
+    "TaskCompleted": "task_completed",
+    "TaskFailed": "task_failed",
+    "TaskTimedOut": "task_failed",
+    "NodeJoined": "node_joined",
+    "NodeWentOffline": "node_left",
+}
+_STATUS = {
+    "task_created": "pending",
+    "task_started": "assigned",
+    "task_completed": "completed",
+    "task_failed": "failed",
+    "node_joined": "online",
+    "node_left": "offline",
+}
+
+
+def named(event: RecordedEvent) -> dict[str, Any] | None:
+    """The seed's ``{"event": "task_started", "data": {...}}`` form, or None if not in it."""
+    name = NAMED.get(event.type)
+    if name is None:
+        return None
+    data: dict[str, Any] = {"status": _STATUS[name]}
+    for key in ("task_id", "node_id", "attempt", "error", "exit_code"):
+        if key in event.payload:
+            data[key] = event.payload[key]
+    return {"event": name, "seq": event.seq, "at": event.occurred_at.isoformat(), "data": data}
+
+
+def _feed(
+    runtime: Runtime,
+    aggregate: str | None,
+    aggregate_id: str | None,
+    event_type: str | None,
+    from_seq: int | None,
+) -> LiveFeed:
+    return LiveFeed(
+        runtime.store.js,
+        runtime.store.stream,
+        FeedFilter(aggregate, aggregate_id, event_type),
+        from_seq=from_seq,
+        max_queue=runtime.settings.live_queue,
+        closing=runtime.closing,
+    )
+
+
+class EventFeedController(Controller):
+    path = "/api/v1/events"
+    tags = ["live"]
+
+    @get(
+        "/stream",
+        summary="Live events as Server-Sent Events",
+        description=(
+            "Each message's id is its stream sequence. Reconnect with `Last-Event-ID` (or "
+            "`from_seq`) to resume right after it. Without either, the feed starts with the next "
+            "event recorded. A client that falls behind gets an `overflow` event naming the "
+            "sequence to resume from, and the stream ends."
+        ),
+    )
+    async def stream(
+        self,
+        runtime: Rt,
+        aggregate: AggregateName = None,
+        aggregate_id: AggregateId = None,
+        event_type: EventType = None,
+        from_seq: FromSeq = None,
+        last_event_id: Annotated[
+            int | None, HeaderParameter(name="Last-Event-ID", ge=0, required=False)
+        ] = None,
+    ) -> ServerSentEvent:
+        start = last_event_id + 1 if last_event_id is not None else from_seq
+        feed = _feed(runtime, aggregate, aggregate_id, event_type, start)
+
+        async def messages() -> AsyncGenerator[ServerSentEventMessage, None]:
+            async with feed:
+                while True:
+                    try:
+                        event = await feed.next(KEEPALIVE_S)
+                    except FeedOverflow as overflow:
+                        yield ServerSentEventMessage(
+                            event="overflow", data=str(overflow), id=str(overflow.last_seq)
+                        )
+                        return
+                    except FeedClosed:
+                        return
+                    if event is None:
+                        yield ServerSentEventMessage(comment="keep-alive")
+                        continue
+                    yield ServerSentEventMessage(
+                        id=str(event.seq), event=event.type, data=_json(event.as_dict())
+                    )
+
+        return ServerSentEvent(messages())
+
+    @websocket("/ws", name="events_ws")
+    async def ws(
+        self,
+        socket: WebSocket[Any, Any, Any],
+        runtime: Rt,
+        aggregate: AggregateName = None,
+        aggregate_id: AggregateId = None,
+        event_type: EventType = None,
+        from_seq: FromSeq = None,
+        feed: Annotated[Literal["events", "named"], QueryParameter(required=False)] = "events",
+    ) -> None:
+        """Live events as JSON messages, each with ``seq``; ``feed=named`` gives the seed's
+        compact task/node events. Resume with ``from_seq`` = last seen + 1. A client that falls
+        behind is closed with code 4008 and a reason naming the sequence to resume from."""
+        await socket.accept()
+        live = _feed(runtime, aggregate, aggregate_id, event_type, from_seq)
+        gone = asyncio.ensure_future(_until_disconnected(socket))
+        try:
+            async with live:
+                while not gone.done():
+                    try:
+                        event = await live.next(KEEPALIVE_S)
+                    except FeedOverflow as overflow:
+                        await socket.close(code=OVERFLOW_CLOSE_CODE, reason=str(overflow)[:120])
+                        return
+                    except FeedClosed:
+                        await socket.close(code=1001, reason="service shutting down")
+                        return
+                    if event is None:
+                        continue
+                    message = named(event) if feed == "named" else event.as_dict()
+                    if message is not None:
+                        await socket.send_json(message)
+        except WebSocketDisconnect:
+            return
+        finally:
+            gone.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gone
+
+
+async def _until_disconnected(socket: WebSocket[Any, Any, Any]) -> None:
+    """Drain what the client sends (nothing is expected) until it goes away."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            await socket.receive_data(mode="text")
+
+
+def _json(value: dict[str, Any]) -> str:
+    return pydantic_core.to_json(value).decode()
