@@ -83,6 +83,17 @@ class EmbeddedNatsServer:
         self._log_offset = 0
         self._killed = False
 
+    @classmethod
+    async def serving(cls, store_dir: Path) -> str | None:
+        """The URL of a live server already using ``store_dir`` (a running ``jetflow serve``).
+
+        Command-line tools join it: a second server on the same store would fight over it.
+        """
+        for url in _advertised_urls(Path(store_dir)):
+            if await cls._jetstream_answers(url):
+                return url
+        return None
+
     @property
     def url(self) -> str:
         """Client URL of the last successful start; kept after ``kill()`` so a fault test can
@@ -276,3 +287,14 @@ class EmbeddedNatsServer:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def _advertised_urls(store_dir: Path) -> list[str]:
+    """Client URLs from every ports file in a store directory (stale ones included)."""
+    urls: list[str] = []
+    for path in store_dir.resolve().glob("*.ports"):
+        try:
+            urls.extend(str(url) for url in json.loads(path.read_text())["nats"])
+        except (json.JSONDecodeError, KeyError, OSError):
+            continue
+    return urls

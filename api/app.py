@@ -7,6 +7,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
+from api.audit import AuditController
 from api.deployments import DeploymentController
 from api.errors import EXCEPTION_HANDLERS
 from api.events import EventFeedController
@@ -31,6 +32,7 @@ def create_app(runtime: Runtime) -> Litestar:
             DeploymentController,
             HealthController,
             EventFeedController,
+            AuditController,
             *execution_routers(),
         ],
         dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},

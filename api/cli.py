@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from api import events_cli
 from api.settings import Settings
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("--max-tasks", type=int, default=0, help="stop after N tasks (0: never)")
 
     sub.add_parser("replay", help="drop every projection and rebuild it from sequence 1")
+    events_cli.add_parser(sub)
 
     agent = sub.add_parser("deploy-agent", help="run deployments from a plan file and report")
     agent.add_argument("--api", default="http://127.0.0.1:8000", help="jetflow API base URL")
@@ -84,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(deploy_agent.run_until_signalled())
     if args.command == "render-node":
         return asyncio.run(_render_nodes(args, settings))
+    if args.command == "events":
+        return events_cli.main(args, settings)
     if args.command == "replay":
         from api.replay import replay_all
 

@@ -1,9 +1,10 @@
-"""``jetflow replay``: rebuild every projection from the event stream."""
+"""``jetflow replay``: rebuild every projection from the event stream, with a progress bar."""
 
 from __future__ import annotations
 
-import sys
 import time
+
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from api.runtime import PROJECTIONS, Runtime
 from api.settings import Settings
@@ -13,22 +14,35 @@ from handlers.projector import rebuild
 async def replay_all(settings: Settings) -> int:
     runtime = Runtime(settings)
     await runtime.open()
+    columns = (
+        TextColumn("{task.description:<12}"),
+        BarColumn(),
+        TextColumn("seq {task.completed:,.0f}/{task.total:,.0f}"),
+        TextColumn("{task.fields[applied]:>10,} events  {task.fields[rate]:>9,.0f} events/s"),
+        TimeElapsedColumn(),
+    )
     try:
-        for projection in PROJECTIONS:
-            started = time.perf_counter()
+        last_seq = await runtime.store.last_seq()
+        with Progress(*columns) as bar:
+            for projection in PROJECTIONS:
+                task = bar.add_task(projection.name, total=max(last_seq, 1), applied=0, rate=0.0)
+                started = time.perf_counter()
 
-            def report(
-                applied: int, seq: int, name: str = projection.name, since: float = started
-            ) -> None:
-                rate = applied / max(time.perf_counter() - since, 1e-9)
-                print(f"\r{name}: {applied} events (seq {seq}), {rate:,.0f} events/s", end="")
-                sys.stdout.flush()
+                def report(
+                    applied: int, seq: int, task_id: TaskID = task, since: float = started
+                ) -> None:
+                    rate = applied / max(time.perf_counter() - since, 1e-9)
+                    bar.update(task_id, completed=seq, applied=applied, rate=rate)
 
-            total = await rebuild(
-                runtime.store, runtime.engine, runtime.sessions, projection, report
-            )
-            elapsed = time.perf_counter() - started
-            print(f"\r{projection.name}: rebuilt from {total} events in {elapsed:.2f} s")
+                total = await rebuild(
+                    runtime.store, runtime.engine, runtime.sessions, projection, report
+                )
+                elapsed = time.perf_counter() - started
+                bar.update(task, completed=max(last_seq, 1))
+                bar.console.print(
+                    f"{projection.name}: rebuilt from {total} events in {elapsed:.2f} s "
+                    f"({total / max(elapsed, 1e-9):,.0f} events/s)"
+                )
     finally:
         await runtime.stop()
     return 0

@@ -1,0 +1,66 @@
+"""GET /api/v1/audit/...: the event log's own answers (history, state as of, filtered listing).
+
+The same queries as the ``jetflow events`` command line, served from ``handlers.audit``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from litestar import Controller, get
+from litestar.params import FromPath, QueryParameter
+
+from adapters.live_feed import FeedFilter
+from api.events import AggregateId, AggregateName, EventType
+from api.http import Rt, path_id
+from handlers.audit import EventQuery, audit_aggregate, find_events
+
+Seq = Annotated[int | None, QueryParameter(ge=1, required=False)]
+Instant = Annotated[datetime | None, QueryParameter(required=False)]
+
+
+class AuditController(Controller):
+    path = "/api/v1/audit"
+    tags = ["audit"]
+
+    @get("/events", summary="Recorded events filtered by aggregate, type, actor and time")
+    async def list_events(
+        self,
+        runtime: Rt,
+        aggregate: AggregateName = None,
+        aggregate_id: AggregateId = None,
+        event_type: EventType = None,
+        actor: Annotated[str | None, QueryParameter(max_length=256, required=False)] = None,
+        since: Instant = None,
+        until: Instant = None,
+        from_seq: Annotated[int, QueryParameter(ge=1)] = 1,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        query = EventQuery(
+            FeedFilter(aggregate, aggregate_id, event_type), actor, since, until, from_seq
+        )
+        events = [e.as_dict() async for e in find_events(runtime.store, query, limit)]
+        next_seq = events[-1]["seq"] + 1 if len(events) == limit else None
+        return {"events": events, "count": len(events), "next_from_seq": next_seq}
+
+    @get(
+        "/{aggregate:str}/{aggregate_id:str}",
+        summary="One aggregate's full history and its state, now or as of a sequence or time",
+    )
+    async def aggregate_history(
+        self,
+        runtime: Rt,
+        aggregate: FromPath[str],
+        aggregate_id: FromPath[str],
+        as_of_seq: Seq = None,
+        as_of_time: Instant = None,
+    ) -> dict[str, Any]:
+        audit = await audit_aggregate(
+            runtime.store,
+            path_id(aggregate),
+            path_id(aggregate_id),
+            as_of_seq=as_of_seq,
+            as_of_time=as_of_time,
+        )
+        return audit.as_dict()
