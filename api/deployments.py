@@ -15,7 +15,18 @@ from sqlalchemy import Row, func, select
 from adapters.deploy_modes import available_modes
 from api import consistency
 from api.health import VERSION
-from api.http import IdempotencyKey, Rt, WaitForSeq, accepted, command_context, path_id, utc
+from api.http import (
+    OPERATE,
+    READ,
+    WORK,
+    IdempotencyKey,
+    Rt,
+    WaitForSeq,
+    accepted,
+    command_context,
+    path_id,
+    utc,
+)
 from domain.base import NotFound
 from domain.deployments import DEPLOYMENT_SLOTS, SLOTS_ID
 from handlers.deployments import (
@@ -108,7 +119,7 @@ class DeploymentController(Controller):
     path = "/api/v1"
     tags = ["deployments"]
 
-    @post("/deployments", status_code=HTTP_202_ACCEPTED, summary="Start a deployment")
+    @post("/deployments", opt=OPERATE, status_code=HTTP_202_ACCEPTED, summary="Start a deployment")
     async def start(
         self,
         request: Request[Any, Any, Any],
@@ -135,7 +146,11 @@ class DeploymentController(Controller):
             metadata={**data.metadata, "api_version": VERSION},
         )
 
-    @get("/deployments/health", summary="Deployment service health, capacity and statistics")
+    @get(
+        "/deployments/health",
+        opt=READ,
+        summary="Deployment service health, capacity and statistics",
+    )
     async def health(self, runtime: Rt) -> dict[str, Any]:
         slots, _ = await runtime.commands.repository.load(DEPLOYMENT_SLOTS, SLOTS_ID)
         async with runtime.sessions() as session:
@@ -176,7 +191,7 @@ class DeploymentController(Controller):
             },
         }
 
-    @get("/deployments", summary="Deployment history, newest first")
+    @get("/deployments", opt=READ, summary="Deployment history, newest first")
     async def history(
         self, runtime: Rt, limit: FromQuery[int] = 50, wait_for_seq: WaitForSeq = None
     ) -> list[dict[str, Any]]:
@@ -192,14 +207,14 @@ class DeploymentController(Controller):
             ).all()
         return [deployment_view(r) for r in rows]
 
-    @get("/deployments/{deployment_id:str}", summary="A deployment's status")
+    @get("/deployments/{deployment_id:str}", opt=READ, summary="A deployment's status")
     async def status(
         self, runtime: Rt, deployment_id: FromPath[str], wait_for_seq: WaitForSeq = None
     ) -> dict[str, Any]:
         await _wait(runtime, wait_for_seq)
         return deployment_view(await _row(runtime, deployment_id))
 
-    @get("/deployments/{deployment_id:str}/progress", summary="A deployment's progress")
+    @get("/deployments/{deployment_id:str}/progress", opt=READ, summary="A deployment's progress")
     async def progress(
         self, runtime: Rt, deployment_id: FromPath[str], wait_for_seq: WaitForSeq = None
     ) -> dict[str, Any]:
@@ -208,6 +223,7 @@ class DeploymentController(Controller):
 
     @post(
         "/deployments/{deployment_id:str}/cancel",
+        opt=OPERATE,
         status_code=HTTP_202_ACCEPTED,
         summary="Cancel a deployment (a running one stops at its next step boundary)",
     )
@@ -229,6 +245,7 @@ class DeploymentController(Controller):
 
     @get(
         "/deployments/{deployment_id:str}/logs",
+        opt=READ,
         summary="The logs of every step, in order",
         media_type=MediaType.TEXT,
     )
@@ -256,7 +273,7 @@ class DeploymentController(Controller):
             parts.append(f"=== step {index + 1}: {name} ({status}) ===\n{text}")
         return "\n".join(parts)
 
-    @get("/deployments/{deployment_id:str}/webhooks", summary="Webhook delivery attempts")
+    @get("/deployments/{deployment_id:str}/webhooks", opt=READ, summary="Webhook delivery attempts")
     async def webhooks(
         self, runtime: Rt, deployment_id: FromPath[str], wait_for_seq: WaitForSeq = None
     ) -> list[dict[str, Any]]:
@@ -288,7 +305,12 @@ class DeploymentController(Controller):
 
     # ------------------------------------------------------------ the deploy agent's side
 
-    @post("/deploy-agents/{agent_id:str}/claim", status_code=200, summary="Claim a deployment")
+    @post(
+        "/deploy-agents/{agent_id:str}/claim",
+        opt=WORK,
+        status_code=200,
+        summary="Claim a deployment",
+    )
     async def claim(
         self,
         request: Request[Any, Any, Any],
@@ -322,6 +344,7 @@ class DeploymentController(Controller):
 
     @post(
         "/deployments/{deployment_id:str}/steps/{index:int}/start",
+        opt=WORK,
         status_code=HTTP_202_ACCEPTED,
         summary="The agent starts a step (409 deployment_cancelling: stop here)",
     )
@@ -340,6 +363,7 @@ class DeploymentController(Controller):
 
     @post(
         "/deployments/{deployment_id:str}/steps/{index:int}/finish",
+        opt=WORK,
         status_code=HTTP_202_ACCEPTED,
         summary="The agent reports a step's result and log",
     )
@@ -363,6 +387,7 @@ class DeploymentController(Controller):
 
     @post(
         "/deployments/{deployment_id:str}/cancel-ack",
+        opt=WORK,
         status_code=HTTP_202_ACCEPTED,
         summary="The agent confirms it stopped after a cancel",
     )

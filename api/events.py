@@ -21,7 +21,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from adapters.envelope import RecordedEvent
 from adapters.live_feed import FeedClosed, FeedFilter, FeedOverflow, LiveFeed
-from api.http import Rt
+from api.http import READ, Rt
 from api.runtime import Runtime
 
 KEEPALIVE_S = 15.0
@@ -90,6 +90,7 @@ class EventFeedController(Controller):
 
     @get(
         "/stream",
+        opt=READ,
         summary="Live events as Server-Sent Events",
         description=(
             "Each message's id is its stream sequence. Reconnect with `Last-Event-ID` (or "
@@ -133,7 +134,7 @@ class EventFeedController(Controller):
 
         return ServerSentEvent(messages())
 
-    @websocket("/ws", name="events_ws")
+    @websocket("/ws", opt=READ, name="events_ws")
     async def ws(
         self,
         socket: WebSocket[Any, Any, Any],

@@ -15,7 +15,19 @@ from sqlalchemy import Row, func, select
 from uuid6 import uuid7
 
 from api import consistency
-from api.http import Page, PageSize, Rt, WaitForSeq, accepted, command_context, path_id, utc
+from api.http import (
+    OPERATE,
+    READ,
+    WORK,
+    Page,
+    PageSize,
+    Rt,
+    WaitForSeq,
+    accepted,
+    command_context,
+    path_id,
+    utc,
+)
 from domain.base import CallbackUrl, NotFound
 from domain.pipelines import (
     EXECUTION,
@@ -67,7 +79,7 @@ class ExecutionController(Controller):
     path = "/executions"
     tags = ["pipeline executions"]
 
-    @post("/", status_code=HTTP_202_ACCEPTED, summary="Start a pipeline execution")
+    @post("/", opt=OPERATE, status_code=HTTP_202_ACCEPTED, summary="Start a pipeline execution")
     async def start(
         self, request: Request[Any, Any, Any], runtime: Rt, data: JSONBody[StartExecutionRequest]
     ) -> Response[dict[str, Any]]:
@@ -79,7 +91,7 @@ class ExecutionController(Controller):
         outcome = await runtime.commands.execute(EXECUTION, execution_id, command, ctx)
         return accepted(outcome, id=execution_id, status="running")
 
-    @get("/", summary="Executions, newest first")
+    @get("/", opt=READ, summary="Executions, newest first")
     async def list_executions(
         self, runtime: Rt, page: Page = 1, page_size: PageSize = 20, wait_for_seq: WaitForSeq = None
     ) -> dict[str, Any]:
@@ -102,7 +114,7 @@ class ExecutionController(Controller):
             "total_pages": math.ceil(total / page_size),
         }
 
-    @get("/{execution_id:str}", summary="One execution")
+    @get("/{execution_id:str}", opt=READ, summary="One execution")
     async def get_execution(
         self, runtime: Rt, execution_id: FromPath[str], wait_for_seq: WaitForSeq = None
     ) -> dict[str, Any]:
@@ -118,7 +130,12 @@ class ExecutionController(Controller):
             raise NotFound("execution_not_found", f"Execution {execution_id} not found")
         return execution_view(row)
 
-    @post("/{execution_id:str}/steps", status_code=HTTP_202_ACCEPTED, summary="Report a step")
+    @post(
+        "/{execution_id:str}/steps",
+        opt=WORK,
+        status_code=HTTP_202_ACCEPTED,
+        summary="Report a step",
+    )
     async def update_step(
         self,
         request: Request[Any, Any, Any],
@@ -133,7 +150,9 @@ class ExecutionController(Controller):
         )
         return accepted(outcome, id=execution_id)
 
-    @post("/{execution_id:str}/cancel", status_code=HTTP_202_ACCEPTED, summary="Cancel")
+    @post(
+        "/{execution_id:str}/cancel", opt=OPERATE, status_code=HTTP_202_ACCEPTED, summary="Cancel"
+    )
     async def cancel(
         self, request: Request[Any, Any, Any], runtime: Rt, execution_id: FromPath[str]
     ) -> Response[dict[str, Any]]:

@@ -12,6 +12,7 @@ from nats.errors import Error as NatsError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.http import PUBLIC
 from api.runtime import PROJECTIONS, Runtime
 from handlers.projector import consumer_name
 
@@ -22,7 +23,11 @@ class HealthController(Controller):
     path = "/api/v1"
     tags = ["system"]
 
-    @get("/health", summary="Health of NATS, the stream, the database and the projections")
+    @get(
+        "/health",
+        opt=PUBLIC,
+        summary="Health of NATS, the stream, the database and the projections",
+    )
     async def health(self, runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
         components: dict[str, Any] = {}
         healthy = True

@@ -14,7 +14,9 @@ from pydantic import StringConstraints, TypeAdapter
 from adapters.envelope import Metadata
 from adapters.idempotency import CommandOutcome
 from adapters.sql import as_utc
+from api.auth import principal_of
 from api.runtime import Runtime
+from domain.access import Policy
 from domain.base import AGGREGATE_ID_PATTERN
 from handlers.commands import CommandContext
 
@@ -42,10 +44,41 @@ PageSize = Annotated[int, QueryParameter(ge=1, le=100)]
 Rt = NamedDependency[Runtime]
 
 
+def policy(value: Policy) -> dict[str, Any]:
+    """A route's ``opt``: the access policy the guard in ``api.auth`` enforces."""
+    return {"policy": value}
+
+
+PUBLIC = policy(Policy.public)
+READ = policy(Policy.read)
+OPERATE = policy(Policy.operate)
+WORK = policy(Policy.work)
+ADMIN = policy(Policy.admin)
+
+
 def command_context(request: Request[Any, Any, Any], key: str | None) -> CommandContext:
-    actor = "http:anonymous"
+    """Who sends the command: recorded as the events' actor, and the owner scope it acts in."""
+    principal = principal_of(request)
     correlation = request.headers.get("X-Correlation-Id")
-    return CommandContext(Metadata(actor=actor, correlation_id=correlation), key)
+    actor = principal.actor if principal else "http:anonymous"
+    scope = principal.owner_scope if principal else None
+    return CommandContext(Metadata(actor=actor, correlation_id=correlation), key, scope)
+
+
+def owner_scope(request: Request[Any, Any, Any]) -> str | None:
+    """Whose rows a read may return: the caller's own unless its role sees everything."""
+    principal = principal_of(request)
+    return principal.owner_scope if principal else None
+
+
+def owner_for_new(request: Request[Any, Any, Any], requested: str | None) -> str:
+    """The owner of an aggregate being created: the caller, unless an admin names another."""
+    principal = principal_of(request)
+    if principal is None:
+        return requested or "anonymous"
+    if principal.owner_scope is None and requested:
+        return requested
+    return principal.user
 
 
 def accepted(outcome: CommandOutcome, **body: Any) -> Response[dict[str, Any]]:

@@ -25,7 +25,10 @@ from adapters.idempotency import CommandOutcome
 from api import consistency
 from api.errors import ApiError
 from api.http import (
+    OPERATE,
+    READ,
     SEQ_HEADER,
+    WORK,
     IdempotencyKey,
     Page,
     PageSize,
@@ -355,6 +358,7 @@ class RenderController(Controller):
 
     @post(
         "/render-jobs",
+        opt=OPERATE,
         status_code=HTTP_201_CREATED,
         summary="Create a render job",
         description="Body: see CreateRenderJobRequest (unionid, oss_file_path or file_id, "
@@ -393,7 +397,7 @@ class RenderController(Controller):
             status=HTTP_201_CREATED,
         )
 
-    @get("/render-jobs", summary="Render jobs, paginated, sorted and filtered")
+    @get("/render-jobs", opt=READ, summary="Render jobs, paginated, sorted and filtered")
     async def list_jobs(
         self,
         runtime: Rt,
@@ -429,7 +433,7 @@ class RenderController(Controller):
             }
         )
 
-    @get("/render-jobs/{job_id:str}", summary="One render job (with ?fields= filtering)")
+    @get("/render-jobs/{job_id:str}", opt=READ, summary="One render job (with ?fields= filtering)")
     async def get_job(
         self,
         runtime: Rt,
@@ -440,7 +444,9 @@ class RenderController(Controller):
         await _wait(runtime, wait_for_seq)
         return ok(pick(job_view(await _job_row(runtime, job_id), datetime.now(UTC)), fields))
 
-    @get("/render-jobs/{job_id:str}/status", summary="Status and progress of a render job")
+    @get(
+        "/render-jobs/{job_id:str}/status", opt=READ, summary="Status and progress of a render job"
+    )
     async def get_status(
         self, runtime: Rt, job_id: FromPath[str], wait_for_seq: WaitForSeq = None
     ) -> Response[dict[str, Any]]:
@@ -448,7 +454,12 @@ class RenderController(Controller):
         view = job_view(await _job_row(runtime, job_id), datetime.now(UTC))
         return ok({k: view[k] for k in STATUS_FIELDS})
 
-    @post("/render-jobs/batch-status", status_code=200, summary="Status of many jobs at once")
+    @post(
+        "/render-jobs/batch-status",
+        opt=READ,
+        status_code=200,
+        summary="Status of many jobs at once",
+    )
     async def batch_status(
         self, runtime: Rt, data: JSONBody[BatchStatusRequest], wait_for_seq: WaitForSeq = None
     ) -> Response[dict[str, Any]]:
@@ -470,14 +481,24 @@ class RenderController(Controller):
             }
         )
 
-    @post("/render-jobs/{job_id:str}/pause", status_code=HTTP_202_ACCEPTED, summary="Pause a job")
+    @post(
+        "/render-jobs/{job_id:str}/pause",
+        opt=OPERATE,
+        status_code=HTTP_202_ACCEPTED,
+        summary="Pause a job",
+    )
     async def pause(
         self, request: Request[Any, Any, Any], runtime: Rt, job_id: FromPath[str]
     ) -> Response[dict[str, Any]]:
         outcome = await pause_job(runtime.commands, path_id(job_id), command_context(request, None))
         return written(outcome, {"id": job_id, "status": "paused"}, "Render job paused")
 
-    @post("/render-jobs/{job_id:str}/resume", status_code=HTTP_202_ACCEPTED, summary="Resume a job")
+    @post(
+        "/render-jobs/{job_id:str}/resume",
+        opt=OPERATE,
+        status_code=HTTP_202_ACCEPTED,
+        summary="Resume a job",
+    )
     async def resume(
         self, request: Request[Any, Any, Any], runtime: Rt, job_id: FromPath[str]
     ) -> Response[dict[str, Any]]:
@@ -486,7 +507,12 @@ class RenderController(Controller):
         )
         return written(outcome, {"id": job_id, "status": "rendering"}, "Render job resumed")
 
-    @post("/render-jobs/{job_id:str}/cancel", status_code=HTTP_202_ACCEPTED, summary="Cancel a job")
+    @post(
+        "/render-jobs/{job_id:str}/cancel",
+        opt=OPERATE,
+        status_code=HTTP_202_ACCEPTED,
+        summary="Cancel a job",
+    )
     async def cancel(
         self,
         request: Request[Any, Any, Any],
@@ -500,7 +526,7 @@ class RenderController(Controller):
         )
         return written(outcome, {"id": job_id, "status": "cancelled"}, "Render job cancelled")
 
-    @get("/render-jobs/{job_id:str}/frames", summary="Frames of a job, paginated")
+    @get("/render-jobs/{job_id:str}/frames", opt=READ, summary="Frames of a job, paginated")
     async def list_frames(
         self,
         runtime: Rt,
@@ -538,7 +564,7 @@ class RenderController(Controller):
             }
         )
 
-    @get("/render-jobs/{job_id:str}/frames/{frame:int}", summary="One frame")
+    @get("/render-jobs/{job_id:str}/frames/{frame:int}", opt=READ, summary="One frame")
     async def get_frame(
         self,
         runtime: Rt,
@@ -562,6 +588,7 @@ class RenderController(Controller):
 
     @post(
         "/render-jobs/{job_id:str}/frames/{frame:int}/retry",
+        opt=OPERATE,
         status_code=HTTP_202_ACCEPTED,
         summary="Retry a failed frame",
     )
@@ -581,6 +608,7 @@ class RenderController(Controller):
 
     @post(
         "/render-jobs/{job_id:str}/frames/{frame:int}/finish",
+        opt=WORK,
         status_code=HTTP_202_ACCEPTED,
         summary="A render node reports a finished frame",
     )
@@ -601,6 +629,7 @@ class RenderController(Controller):
 
     @post(
         "/render-jobs/{job_id:str}/frames/{frame:int}/fail",
+        opt=WORK,
         status_code=HTTP_202_ACCEPTED,
         summary="A render node reports a failed frame",
     )
@@ -623,6 +652,7 @@ class RenderController(Controller):
 
     @post(
         "/render-nodes/{node_id:str}/lease",
+        opt=WORK,
         status_code=200,
         summary="A render node takes the next frame (204 when none)",
     )
@@ -649,7 +679,11 @@ class RenderController(Controller):
             seq=granted.outcome.last_seq,
         )
 
-    @get("/render-jobs/{job_id:str}/assets", summary="Assets of a job's scene, from its analysis")
+    @get(
+        "/render-jobs/{job_id:str}/assets",
+        opt=READ,
+        summary="Assets of a job's scene, from its analysis",
+    )
     async def assets(
         self, runtime: Rt, job_id: FromPath[str], wait_for_seq: WaitForSeq = None
     ) -> Response[dict[str, Any]]:
@@ -675,12 +709,13 @@ class RenderController(Controller):
             }
         )
 
-    @get("/hardware-configs", summary="Hardware configurations")
+    @get("/hardware-configs", opt=READ, summary="Hardware configurations")
     async def hardware(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
         return ok([c.model_dump() for c in request.app.state.hardware_configs])
 
     @post(
         "/hardware-configs/match",
+        opt=READ,
         status_code=200,
         summary="The smallest config that fits, and alternatives",
     )
@@ -703,6 +738,7 @@ class RenderController(Controller):
 
     @post(
         "/scene/analyse",
+        opt=WORK,
         status_code=HTTP_201_CREATED,
         summary="Record a scene analysis by file hash",
     )
@@ -717,7 +753,11 @@ class RenderController(Controller):
         body["asset_summary"] = _asset_summary(body["assets"])
         return written(outcome, body, "Scene analysis recorded", status=HTTP_201_CREATED)
 
-    @get("/scene/analyse/{scene_hash:str}", summary="A recorded scene analysis by file hash")
+    @get(
+        "/scene/analyse/{scene_hash:str}",
+        opt=READ,
+        summary="A recorded scene analysis by file hash",
+    )
     async def get_analysis(
         self, runtime: Rt, scene_hash: FromPath[str], wait_for_seq: WaitForSeq = None
     ) -> Response[dict[str, Any]]:

@@ -11,6 +11,15 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+def _jwt_key() -> str | None:
+    """HS256 takes a shared secret; RS256 a PEM public key, inline or from a file."""
+    if secret := os.environ.get("JETFLOW_JWT_SECRET"):
+        return secret
+    if path := os.environ.get("JETFLOW_JWT_PUBLIC_KEY_FILE"):
+        return Path(path).read_text()
+    return os.environ.get("JETFLOW_JWT_PUBLIC_KEY") or None
+
+
 @dataclass(frozen=True)
 class Settings:
     nats_url: str | None = None
@@ -32,6 +41,10 @@ class Settings:
     webhook_max_attempts: int = 6
     webhook_backoff_s: float = 0.5
     live_queue: int = 1000
+    jwt_algorithm: str = "HS256"
+    jwt_key: str | None = None
+    jwt_audience: str | None = None
+    rate_limit_per_minute: int = 600
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -55,4 +68,8 @@ class Settings:
             webhook_max_attempts=int(_env("JETFLOW_WEBHOOK_MAX_ATTEMPTS", "6")),
             webhook_backoff_s=float(_env("JETFLOW_WEBHOOK_BACKOFF_S", "0.5")),
             live_queue=int(_env("JETFLOW_LIVE_QUEUE", "1000")),
+            jwt_algorithm=_env("JETFLOW_JWT_ALGORITHM", "HS256"),
+            jwt_key=_jwt_key(),
+            jwt_audience=os.environ.get("JETFLOW_JWT_AUDIENCE") or None,
+            rate_limit_per_minute=int(_env("JETFLOW_RATE_LIMIT_PER_MINUTE", "600")),
         )

@@ -17,7 +17,10 @@ from sqlalchemy import Row, func, select
 from api import consistency
 from api.errors import ApiError
 from api.http import (
+    OPERATE,
+    READ,
     SEQ_HEADER,
+    WORK,
     IdempotencyKey,
     Page,
     PageSize,
@@ -88,7 +91,7 @@ class TaskController(Controller):
     path = "/api/v1"
     tags = ["tasks"]
 
-    @post("/tasks", status_code=HTTP_202_ACCEPTED, summary="Submit a task")
+    @post("/tasks", opt=OPERATE, status_code=HTTP_202_ACCEPTED, summary="Submit a task")
     async def submit(
         self,
         request: Request[Any, Any, Any],
@@ -106,7 +109,7 @@ class TaskController(Controller):
             message=f"Task {outcome.aggregate_id} has been queued",
         )
 
-    @get("/tasks/{task_id:str}", summary="One task")
+    @get("/tasks/{task_id:str}", opt=READ, summary="One task")
     async def get_task(
         self, runtime: Rt, task_id: FromPath[str], wait_for_seq: WaitForSeq = None
     ) -> dict[str, Any]:
@@ -118,7 +121,7 @@ class TaskController(Controller):
             raise ApiError(404, "task_not_found", f"Task {task_id} not found")
         return task_view(row)
 
-    @get("/tasks", summary="Tasks, newest first, paginated")
+    @get("/tasks", opt=READ, summary="Tasks, newest first, paginated")
     async def list_tasks(
         self,
         runtime: Rt,
@@ -149,7 +152,12 @@ class TaskController(Controller):
             "total": total,
         }
 
-    @post("/tasks/{task_id:str}/cancel", status_code=HTTP_202_ACCEPTED, summary="Cancel a task")
+    @post(
+        "/tasks/{task_id:str}/cancel",
+        opt=OPERATE,
+        status_code=HTTP_202_ACCEPTED,
+        summary="Cancel a task",
+    )
     async def cancel(
         self,
         request: Request[Any, Any, Any],
@@ -163,7 +171,12 @@ class TaskController(Controller):
         outcome = await cancel_task(runtime.commands, path_id(task_id), body, ctx)
         return accepted(outcome, task_id=task_id, status="cancelled")
 
-    @post("/tasks/{task_id:str}/progress", status_code=HTTP_202_ACCEPTED, summary="Report progress")
+    @post(
+        "/tasks/{task_id:str}/progress",
+        opt=WORK,
+        status_code=HTTP_202_ACCEPTED,
+        summary="Report progress",
+    )
     async def progress(
         self,
         request: Request[Any, Any, Any],
@@ -176,7 +189,12 @@ class TaskController(Controller):
         outcome = await report_progress(runtime.commands, path_id(task_id), data, ctx)
         return accepted(outcome, task_id=task_id, status="running")
 
-    @post("/tasks/{task_id:str}/result", status_code=HTTP_202_ACCEPTED, summary="Report a result")
+    @post(
+        "/tasks/{task_id:str}/result",
+        opt=WORK,
+        status_code=HTTP_202_ACCEPTED,
+        summary="Report a result",
+    )
     async def result(
         self,
         request: Request[Any, Any, Any],
@@ -196,6 +214,7 @@ class TaskController(Controller):
 
     @post(
         "/nodes/{node_id:str}/lease",
+        opt=WORK,
         status_code=200,
         summary="A worker node pulls the next task (204 when there is none)",
     )
@@ -230,7 +249,12 @@ class TaskController(Controller):
             headers={SEQ_HEADER: str(seq)},
         )
 
-    @post("/nodes/{node_id:str}/heartbeat", status_code=HTTP_202_ACCEPTED, summary="Node heartbeat")
+    @post(
+        "/nodes/{node_id:str}/heartbeat",
+        opt=WORK,
+        status_code=HTTP_202_ACCEPTED,
+        summary="Node heartbeat",
+    )
     async def heartbeat(
         self,
         request: Request[Any, Any, Any],
@@ -244,7 +268,7 @@ class TaskController(Controller):
         )
         return accepted(outcome, node_id=node_id, status="online")
 
-    @get("/nodes", summary="Worker nodes with their state")
+    @get("/nodes", opt=READ, summary="Worker nodes with their state")
     async def list_nodes(self, runtime: Rt, wait_for_seq: WaitForSeq = None) -> dict[str, Any]:
         if wait_for_seq:
             await consistency.wait_for_seq(runtime, (NODES, TASKS), wait_for_seq)
@@ -253,7 +277,7 @@ class TaskController(Controller):
             held = await _tasks_held(session)
         return {"items": [node_view(r, held.get(r.node_id, 0)) for r in rows]}
 
-    @get("/results", summary="Results of completed tasks, newest first")
+    @get("/results", opt=READ, summary="Results of completed tasks, newest first")
     async def results(
         self,
         runtime: Rt,
@@ -285,7 +309,7 @@ class TaskController(Controller):
             ],
         }
 
-    @get("/stats", summary="Counts by status, run times, throughput and nodes")
+    @get("/stats", opt=READ, summary="Counts by status, run times, throughput and nodes")
     async def stats(self, runtime: Rt, wait_for_seq: WaitForSeq = None) -> dict[str, Any]:
         if wait_for_seq:
             await consistency.wait_for_seq(runtime, (TASKS, NODES), wait_for_seq)

@@ -99,6 +99,8 @@ class Aggregate(Generic[S]):
     # Commands that start a new instance: the store may skip loading for them and let the
     # "no events yet" concurrency check prove the instance is new.
     creates: tuple[type[Command], ...] = ()
+    # Whose instance it is, for aggregates users own: others are told it does not exist.
+    owner_of: Callable[[S], str | None] | None = None
     _by_name: dict[str, type[Event]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

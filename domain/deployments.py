@@ -230,6 +230,7 @@ class DeploymentSlotReleased(Event):
 @dataclass(frozen=True)
 class DeploymentState:
     exists: bool = False
+    owner: str | None = None
     status: DeploymentStatus = DeploymentStatus.ACCEPTED
     requested_mode: str = "auto"
     callback_url: str | None = None
@@ -366,6 +367,7 @@ def evolve(state: DeploymentState, event: Event) -> DeploymentState:
         case DeploymentAccepted():
             return DeploymentState(
                 exists=True,
+                owner=event.owner,
                 requested_mode=event.mode,
                 callback_url=event.callback_url,
                 timeout=event.timeout,
@@ -411,6 +413,7 @@ DEPLOYMENT = Aggregate[DeploymentState](
         DeploymentTimedOut,
     ),
     creates=(StartDeployment,),
+    owner_of=lambda state: state.owner,
 )
 
 

@@ -302,6 +302,7 @@ class FrameState:
 @dataclass
 class RenderJobState:
     exists: bool = False
+    owner: str | None = None
     status: RenderStatus = RenderStatus.QUEUED
     resume_to: RenderStatus = RenderStatus.QUEUED
     stop_after_test: bool = False
@@ -535,6 +536,7 @@ def evolve(state: RenderJobState, event: Event) -> RenderJobState:
             }
             return RenderJobState(
                 exists=True,
+                owner=event.owner,
                 stop_after_test=event.stop_after_test,
                 frame_timeout=event.frame_timeout,
                 task_timeout=event.task_timeout,
@@ -633,4 +635,5 @@ RENDER_JOB = Aggregate[RenderJobState](
         RenderJobFailed,
     ),
     creates=(CreateRenderJob,),
+    owner_of=lambda state: state.owner,
 )

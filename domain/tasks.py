@@ -202,6 +202,7 @@ class TaskCancelled(Event):
 @dataclass(frozen=True)
 class TaskState:
     exists: bool = False
+    owner: str | None = None
     status: TaskStatus = TaskStatus.PENDING
     timeout: int = 0
     max_attempts: int = 1
@@ -321,6 +322,7 @@ def evolve(state: TaskState, event: Event) -> TaskState:
         case TaskSubmitted():
             return TaskState(
                 exists=True,
+                owner=event.owner,
                 status=TaskStatus.PENDING,
                 timeout=event.timeout,
                 max_attempts=event.max_attempts,
@@ -369,4 +371,5 @@ TASK = Aggregate[TaskState](
         TaskCancelled,
     ),
     creates=(SubmitTask,),
+    owner_of=lambda state: state.owner,
 )

@@ -18,7 +18,7 @@ from typing import Any
 from adapters.envelope import Metadata, to_domain
 from adapters.event_store import ConcurrencyConflict, DuplicateAppend, EventStore
 from adapters.idempotency import CommandOutcome, IdempotencyRecords
-from domain.base import Aggregate, Command, DomainError, Event
+from domain.base import Aggregate, Command, DomainError, Event, NotFound
 from handlers.repository import AggregateRepository
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ class CommandContext:
 
     metadata: Metadata = field(default_factory=Metadata)
     idempotency_key: str | None = None
+    # The only owner whose aggregates this sender may act on; None for admins and the system.
+    owner_scope: str | None = None
 
 
 class TooManyConflicts(ConcurrencyConflict):
@@ -73,13 +75,13 @@ class CommandService:
                 else:
                     state, version = await self.repository.load(aggregate, aggregate_id)
                 try:
-                    events = aggregate.decide(state, command)
+                    events = self._decide(aggregate, state, command, ctx)
                 except DomainError:
                     if known is None:
                         raise
                     # The cached state may be behind another process's writes: read, decide again.
                     state, version = await self.repository.load(aggregate, aggregate_id)
-                    events = aggregate.decide(state, command)
+                    events = self._decide(aggregate, state, command, ctx)
                 if not events:  # nothing to record: the command is already satisfied
                     return CommandOutcome(aggregate.name, aggregate_id, version, version, ())
                 try:
@@ -117,6 +119,22 @@ class CommandService:
         raise TooManyConflicts(
             f"{aggregate.name} {aggregate_id} changed {self.max_retries} times while deciding"
         )
+
+    @staticmethod
+    def _decide(
+        aggregate: Aggregate[Any], state: Any, command: Command, ctx: CommandContext
+    ) -> list[Event]:
+        """Decide, as if the aggregate did not exist when it belongs to someone else.
+
+        Deciding on the initial state gives exactly the refusal an unknown id gets, so a
+        caller cannot tell another user's aggregate from a missing one.
+        """
+        owner = aggregate.owner_of(state) if aggregate.owner_of is not None else None
+        foreign = ctx.owner_scope is not None and owner is not None and owner != ctx.owner_scope
+        if foreign and not isinstance(command, aggregate.creates):
+            aggregate.decide(aggregate.initial(), command)
+            raise NotFound("not_found", f"There is no such {aggregate.name}")
+        return aggregate.decide(state, command)
 
     async def execute_each(
         self,

@@ -1,0 +1,164 @@
+"""Authentication, the per-route policy guard, ownership scope and rate limiting.
+
+Every route declares a ``Policy`` in its ``opt`` (see ``api.http.policy``); the guard refuses a
+route that declares none, so a route added without thinking about access is closed, and the
+route-matrix test names it. Credentials: ``X-API-Key: jfk_…``, ``Authorization: Bearer <API key
+or JWT>``, or ``?token=`` for SSE and WebSocket clients that cannot set headers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.middleware.rate_limit import RateLimitConfig
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import select
+
+from adapters.credentials import InvalidToken, JwtVerifier, parse_api_key
+from api.runtime import Runtime
+from domain.access import Policy, Role, UserName, allowed, sees_everything
+from projections.access import api_keys
+
+KEY_CACHE_S = 5.0
+_USER: TypeAdapter[str] = TypeAdapter(UserName)
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: str
+    role: Role
+    credential: str  # "key:<id>" or "jwt"
+
+    @property
+    def actor(self) -> str:
+        return f"user:{self.user}"
+
+    @property
+    def owner_scope(self) -> str | None:
+        """The owner whose aggregates this caller is limited to; None when it sees all."""
+        return None if sees_everything(self.role) else self.user
+
+
+def presented_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    if key := connection.headers.get("X-API-Key"):
+        return key
+    scheme, _, value = connection.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return value.strip()
+    return connection.query_params.get("token")
+
+
+class _KeyCache:
+    """Recently looked-up keys; a revocation takes effect within ``KEY_CACHE_S``."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[float, tuple[str, str, str] | None]] = {}
+
+    async def lookup(self, runtime: Runtime, key_id: str) -> tuple[str, str, str] | None:
+        now = time.monotonic()
+        cached = self._rows.get(key_id)
+        if cached is not None and now - cached[0] < KEY_CACHE_S:
+            return cached[1]
+        async with runtime.sessions() as session:
+            row = (
+                await session.execute(
+                    select(api_keys.c.user, api_keys.c.role, api_keys.c.digest).where(
+                        api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None)
+                    )
+                )
+            ).first()
+        found = (row.user, row.role, row.digest) if row is not None else None
+        if len(self._rows) > 10_000:
+            self._rows.clear()
+        self._rows[key_id] = (now, found)
+        return found
+
+
+class AuthMiddleware(AbstractAuthenticationMiddleware):
+    """Resolves credentials to a ``Principal``; no credentials leaves the caller anonymous
+    (the guard decides), wrong ones answer 401 at once."""
+
+    keys = _KeyCache()
+
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        token = presented_token(connection)
+        if token is None:
+            return AuthenticationResult(user=None, auth=None)
+        runtime: Runtime = connection.app.state["runtime"]
+        presented = parse_api_key(token)
+        if presented is not None:
+            found = await self.keys.lookup(runtime, presented.key_id)
+            if found is None or not presented.matches(found[2]):
+                raise NotAuthorizedException("The API key is unknown or revoked")
+            principal = Principal(found[0], Role(found[1]), f"key:{presented.key_id}")
+        else:
+            principal = _from_jwt(runtime, token)
+        return AuthenticationResult(user=principal, auth=token)
+
+
+def _from_jwt(runtime: Runtime, token: str) -> Principal:
+    settings = runtime.settings
+    if settings.jwt_key is None:
+        raise NotAuthorizedException("The credentials are neither an API key nor an accepted JWT")
+    verifier = JwtVerifier(settings.jwt_algorithm, settings.jwt_key, settings.jwt_audience)
+    try:
+        claims = verifier.claims(token)
+        user = _USER.validate_python(claims["sub"])
+        role = Role(str(claims.get("role", Role.viewer)))
+    except (InvalidToken, ValidationError, ValueError) as refused:
+        raise NotAuthorizedException(f"The bearer token is not accepted: {refused}") from None
+    return Principal(user, role, "jwt")
+
+
+def route_policy(handler: BaseRouteHandler) -> Policy | None:
+    value = handler.opt.get("policy")
+    return Policy(value) if value is not None else None
+
+
+def policy_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    policy = route_policy(handler)
+    if policy is None:
+        raise PermissionDeniedException("This route has no access policy and is closed")
+    if policy is Policy.public:
+        return
+    principal = connection.scope.get("user")
+    if not isinstance(principal, Principal):
+        raise NotAuthorizedException("Credentials are required: an API key or a bearer token")
+    if not allowed(principal.role, policy):
+        raise PermissionDeniedException(
+            f"The {principal.role} role may not use this route (it needs {policy} access)"
+        )
+
+
+def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
+    user = connection.scope.get("user")
+    return user if isinstance(user, Principal) else None
+
+
+def rate_limit(per_minute: int) -> RateLimitConfig:
+    """Per credential (the anonymous share one bucket per address); headers as in the seed."""
+
+    def identify(request: Any) -> str:
+        token = presented_token(request)
+        if token is None:
+            return f"addr:{request.client.host if request.client else 'unknown'}"
+        presented = parse_api_key(token)
+        return f"key:{presented.key_id}" if presented else f"token:{hash(token)}"
+
+    return RateLimitConfig(
+        rate_limit=("minute", per_minute),
+        identifier_for_request=identify,
+        exclude=["/schema"],
+        rate_limit_limit_header_key="X-RateLimit-Limit",
+        rate_limit_remaining_header_key="X-RateLimit-Remaining",
+        rate_limit_reset_header_key="X-RateLimit-Reset",
+        rate_limit_policy_header_key="X-RateLimit-Policy",
+    )
