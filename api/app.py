@@ -12,10 +12,13 @@ from api.deployments import DeploymentController
 from api.errors import EXCEPTION_HANDLERS
 from api.events import EventFeedController
 from api.executions import execution_routers
+from api.files import FileController
 from api.health import VERSION, HealthController
 from api.render import RenderController
 from api.runtime import Runtime
 from api.tasks import TaskController
+from api.uploads import UploadController
+from api.violations import ViolationController
 from handlers.render import load_hardware_configs
 
 
@@ -33,6 +36,9 @@ def create_app(runtime: Runtime) -> Litestar:
             HealthController,
             EventFeedController,
             AuditController,
+            UploadController,
+            FileController,
+            ViolationController,
             *execution_routers(),
         ],
         dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},

@@ -39,6 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("replay", help="drop every projection and rebuild it from sequence 1")
     events_cli.add_parser(sub)
 
+    violations = sub.add_parser(
+        "load-violations", help="record the violation catalogue's missing or changed entries"
+    )
+    violations.add_argument(
+        "--file", type=Path, help="CSV with code,name,description (default config/violations.csv)"
+    )
+
     agent = sub.add_parser("deploy-agent", help="run deployments from a plan file and report")
     agent.add_argument("--api", default="http://127.0.0.1:8000", help="jetflow API base URL")
     agent.add_argument("--plan", required=True, help="TOML plan file with [[steps]] name/run")
@@ -92,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from api.replay import replay_all
 
         return asyncio.run(replay_all(settings))
+    if args.command == "load-violations":
+        return asyncio.run(load_violations_file(settings, args.file))
     parser.error(f"unknown command {args.command}")
     return 2
 
@@ -116,6 +125,21 @@ async def _render_nodes(args: argparse.Namespace, settings: Settings) -> int:
     failed = sum(s.failed for s in stats)
     refused = sum(s.refused for s in stats)
     print(f"render nodes: {finished} frames finished, {failed} failed, {refused} refused")
+    return 0
+
+
+async def load_violations_file(settings: Settings, path: Path | None) -> int:
+    """``jetflow load-violations``: define what the file has and the catalogue lacks."""
+    from api.runtime import Runtime
+    from handlers.violations import load_violations
+
+    runtime = Runtime(settings)
+    await runtime.open()
+    try:
+        outcome = await load_violations(runtime.commands, path or settings.violations_file)
+    finally:
+        await runtime.stop()
+    print(f"violation catalogue: {len(outcome.events)} entries defined or changed")
     return 0
 
 

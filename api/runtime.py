@@ -22,16 +22,20 @@ from adapters.sql import create_engine, default_sqlite_url, session_factory
 from api.settings import Settings
 from handlers.commands import CommandService
 from handlers.deployments import start_slot_releaser
+from handlers.files import start_file_tracker
 from handlers.nats_commands import register_command_subjects
 from handlers.process_managers import run_timers, start_node_offline_requeuer
 from handlers.projector import ProjectionProgress, start_projection
 from handlers.render import FrameScheduler
+from handlers.violations import seed_violations
 from handlers.webhooks import Dispatcher, start_dispatcher
 from projections.base import Projection, create_tables
 from projections.deployments import DEPLOYMENTS, WEBHOOKS
+from projections.files import CONTENTS, FILES, VIOLATIONS_CATALOGUE
 from projections.pipelines import EXECUTIONS
 from projections.render import RENDER, SCENES
 from projections.tasks import NODES, TASKS
+from projections.uploads import UPLOADS
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,10 @@ PROJECTIONS: tuple[Projection, ...] = (
     DEPLOYMENTS,
     WEBHOOKS,
     EXECUTIONS,
+    FILES,
+    CONTENTS,
+    VIOLATIONS_CATALOGUE,
+    UPLOADS,
 )
 
 
@@ -114,6 +122,17 @@ class Runtime:
                 await start_node_offline_requeuer(js, s.stream, self.commands, self.sessions)
             )
             self._tasks.append(await start_slot_releaser(js, s.stream, self.commands))
+            await seed_violations(self.commands, s.violations_file)
+            self._tasks.append(
+                await start_file_tracker(
+                    js,
+                    s.stream,
+                    self.commands,
+                    self.blobs,
+                    rotate_s=s.refer_rotate_s,
+                    max_s=s.refer_max_s,
+                )
+            )
             dispatcher = Dispatcher(
                 self.commands,
                 self.webhook_secret,
@@ -128,6 +147,8 @@ class Runtime:
                         self.sessions,
                         interval_s=s.timer_interval_s,
                         silence_s=s.node_silence_s,
+                        refer_rotate_s=s.refer_rotate_s,
+                        blobs=self.blobs,
                     ),
                     name="jetflow-timers",
                 )

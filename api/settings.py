@@ -40,11 +40,17 @@ class Settings:
     webhook_secret: str | None = None
     webhook_max_attempts: int = 6
     webhook_backoff_s: float = 0.5
+    upload_expires_s: float = 86_400.0
+    upload_max_size: int = 10 * 1024**3
     live_queue: int = 1000
     jwt_algorithm: str = "HS256"
     jwt_key: str | None = None
     jwt_audience: str | None = None
     rate_limit_per_minute: int = 600
+    refer_rotate_s: float = 90.0
+    refer_max_s: float = 600.0
+    refer_max_holders: int = 10
+    violations_file: Path | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -67,9 +73,15 @@ class Settings:
             webhook_secret=os.environ.get("JETFLOW_WEBHOOK_SECRET") or None,
             webhook_max_attempts=int(_env("JETFLOW_WEBHOOK_MAX_ATTEMPTS", "6")),
             webhook_backoff_s=float(_env("JETFLOW_WEBHOOK_BACKOFF_S", "0.5")),
+            upload_expires_s=float(_env("JETFLOW_UPLOAD_EXPIRES_S", "86400")),
+            upload_max_size=int(_env("JETFLOW_UPLOAD_MAX_SIZE", str(10 * 1024**3))),
             live_queue=int(_env("JETFLOW_LIVE_QUEUE", "1000")),
             jwt_algorithm=_env("JETFLOW_JWT_ALGORITHM", "HS256"),
             jwt_key=_jwt_key(),
             jwt_audience=os.environ.get("JETFLOW_JWT_AUDIENCE") or None,
             rate_limit_per_minute=int(_env("JETFLOW_RATE_LIMIT_PER_MINUTE", "600")),
+            refer_rotate_s=float(_env("JETFLOW_REFER_ROTATE_S", "90")),
+            refer_max_s=float(_env("JETFLOW_REFER_MAX_S", "600")),
+            refer_max_holders=int(_env("JETFLOW_REFER_MAX_HOLDERS", "10")),
+            violations_file=Path(p) if (p := os.environ.get("JETFLOW_VIOLATIONS")) else None,
         )

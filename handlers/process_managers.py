@@ -18,13 +18,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from adapters.blob_store import BlobStore
 from adapters.envelope import Metadata, decode
 from domain.nodes import NODE, MarkNodeOffline
 from domain.tasks import TASK, ExpireLease, RequeueTask
 from handlers.commands import CommandContext, CommandService
 from handlers.consumer import consume, ensure_durable
 from handlers.deployments import expire_deployments
+from handlers.refer_keys import advance_refer_keys
 from handlers.render import expire_render_jobs, time_out_frames
+from handlers.uploads import expire_uploads
 from projections.tasks import nodes, tasks
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,8 @@ async def run_timers(
     *,
     interval_s: float,
     silence_s: float,
+    refer_rotate_s: float,
+    blobs: BlobStore,
 ) -> None:
     """Fire the time-based checks forever; cancelled at shutdown."""
     checks = (
@@ -94,6 +99,8 @@ async def run_timers(
         lambda now: time_out_frames(commands, sessions, now),
         lambda now: expire_render_jobs(commands, sessions, now),
         lambda now: expire_deployments(commands, sessions, now),
+        lambda now: expire_uploads(commands, sessions, blobs, now),
+        lambda now: advance_refer_keys(commands, sessions, now, refer_rotate_s),
     )
     task = asyncio.current_task()
     while task is None or not task.cancelling():  # see handlers.consumer.consume

@@ -1,0 +1,353 @@
+"""Use cases of resumable uploads: create, take a chunk, complete, concatenate, terminate, expire.
+
+A chunk is handled in an order that never half-records, whatever the moment of a crash:
+
+1. ``decide`` is asked first, as a dry run on the current state (it is pure), so a wrong offset,
+   an expired upload or a body longer than the upload is refused before a byte is written;
+2. the body streams to the upload's staged object at the recorded offset (never whole in memory),
+   hashed on the way (xxh3-128 for the event, sha1 or xxh3 when the client sent a checksum);
+3. ``ChunkReceived`` is appended. If anything before it fails (a checksum mismatch, a body past
+   the length, a lost race, a crash) the staged object is truncated back to the recorded offset;
+   a crash that left extra bytes is healed by the next chunk, which writes at the recorded offset.
+
+One event per PATCH request: a client that goes away mid-body keeps the bytes that arrived (when
+it sent no checksum, which would cover the whole body), so a resumed upload re-sends only the
+rest. Completion hashes the staged object, links it into the content-addressed store, appends
+``UploadCompleted`` and only then drops the staged object, so a crash in between is completed
+again by the next HEAD or PATCH.
+
+Staged objects live in this process's data folder, so one process writes an upload at a time;
+``_WRITERS`` serialises the requests of one upload inside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import xxhash
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from uuid6 import uuid7
+
+from adapters.blob_store import BlobStore
+from adapters.envelope import Metadata
+from domain.base import DomainError, Gone, Invalid, NotFound, StateConflict
+from domain.uploads import (
+    UPLOAD,
+    CompleteUpload,
+    ConcatenateUploads,
+    CreateUpload,
+    DeclareUploadLength,
+    ExpireUpload,
+    RecordChunk,
+    TerminateUpload,
+    UploadState,
+    UploadStatus,
+)
+from handlers.commands import CommandContext, CommandService
+from projections.uploads import uploads
+
+ChecksumAlgorithm = Literal["sha1", "xxh3"]
+CHECKSUM_ALGORITHMS: tuple[ChecksumAlgorithm, ...] = ("sha1", "xxh3")
+_NO_DIGEST = "0" * 32
+
+
+class BodyInterrupted(Exception):
+    """The client went away before the request body ended."""
+
+
+@dataclass(frozen=True)
+class Checksum:
+    """An ``Upload-Checksum``: sha1, or xxh3 as its 64- or 128-bit digest (told by the length)."""
+
+    algorithm: ChecksumAlgorithm
+    digest: bytes
+
+    def hasher(self) -> Any:
+        if self.algorithm == "sha1":
+            return hashlib.sha1(usedforsecurity=False)
+        return xxhash.xxh3_64() if len(self.digest) == 8 else xxhash.xxh3_128()
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_size: int
+    lifetime_s: float
+
+
+@dataclass(frozen=True)
+class NewUpload:
+    owner: str
+    length: int | None
+    partial: bool
+    metadata: dict[str, str]
+
+
+class _KeyedLocks:
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+_WRITERS = _KeyedLocks()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def load(commands: CommandService, upload_id: str, context: CommandContext) -> UploadState:
+    """The upload's state from its events (the write side: tus decides on it); another owner's
+    upload is reported missing, as the command path does."""
+    state: UploadState = (await commands.repository.load(UPLOAD, upload_id))[0]
+    scope = context.owner_scope
+    if not state.exists or (scope is not None and state.owner != scope):
+        raise NotFound("upload_not_found", f"Upload {upload_id} not found")
+    return state
+
+
+def _require_live(state: UploadState) -> None:
+    if state.status is UploadStatus.TERMINATED:
+        raise Gone("upload_terminated", "The upload was terminated")
+    if state.expired_at(_now()):
+        raise Gone("upload_expired", "The upload expired before it was finished")
+
+
+async def create_upload(
+    commands: CommandService,
+    blobs: BlobStore,
+    new: NewUpload,
+    context: CommandContext,
+    limits: UploadLimits,
+) -> tuple[str, UploadState]:
+    upload_id = uuid7().hex
+    now = _now()
+    command = CreateUpload(
+        upload_id=upload_id,
+        owner=new.owner,
+        filename=new.metadata.get("filename"),
+        file_type=new.metadata.get("file_type") or new.metadata.get("filetype"),
+        length=new.length,
+        partial=new.partial,
+        expires_at=now + timedelta(seconds=limits.lifetime_s) if limits.lifetime_s else None,
+        metadata=new.metadata,
+        max_size=limits.max_size,
+    )
+    await commands.execute(UPLOAD, upload_id, command, context, at=now)
+    state = await load(commands, upload_id, context)
+    if new.length == 0:
+        state = await _complete(commands, blobs, upload_id, context)
+    return upload_id, state
+
+
+async def concatenate(
+    commands: CommandService,
+    blobs: BlobStore,
+    owner: str,
+    parts: list[str],
+    metadata: dict[str, str],
+    context: CommandContext,
+    limits: UploadLimits,
+) -> tuple[str, UploadState]:
+    """Join completed partial uploads, streaming their blobs into one, then record the result."""
+    digests = []
+    for part in parts:
+        state = await load(commands, part, context)
+        _require_live(state)
+        if not state.partial:
+            raise Invalid("upload_not_partial", f"Upload {part} is not a partial upload")
+        if state.status is not UploadStatus.COMPLETED or state.xxh3 is None:
+            raise StateConflict("upload_parts_unfinished", f"Partial upload {part} is unfinished")
+        digests.append(state.xxh3)
+    stored = await asyncio.to_thread(blobs.compose, digests)
+    upload_id = uuid7().hex
+    command = ConcatenateUploads(
+        upload_id=upload_id,
+        owner=owner,
+        filename=metadata.get("filename"),
+        file_type=metadata.get("file_type") or metadata.get("filetype"),
+        parts=parts,
+        length=stored.size,
+        xxh3=stored.digest,
+        metadata=metadata,
+        max_size=limits.max_size,
+    )
+    await commands.execute(UPLOAD, upload_id, command, context)
+    return upload_id, await load(commands, upload_id, context)
+
+
+async def current(
+    commands: CommandService, blobs: BlobStore, upload_id: str, context: CommandContext
+) -> UploadState:
+    """The authoritative state for HEAD; completes an upload whose completion a crash cut off."""
+    state = await load(commands, upload_id, context)
+    _require_live(state)
+    if _due(state):
+        async with _WRITERS.hold(upload_id):
+            state = await load(commands, upload_id, context)
+            if _due(state):
+                state = await _complete(commands, blobs, upload_id, context)
+    return state
+
+
+def _due(state: UploadState) -> bool:
+    return (
+        state.status is UploadStatus.UPLOADING
+        and state.length is not None
+        and state.offset == state.length
+    )
+
+
+async def receive_chunk(
+    commands: CommandService,
+    blobs: BlobStore,
+    upload_id: str,
+    offset: int,
+    body: AsyncIterable[bytes],
+    context: CommandContext,
+    *,
+    content_length: int | None,
+    upload_length: int | None,
+    checksum: Checksum | None,
+    max_size: int,
+) -> UploadState:
+    async with _WRITERS.hold(upload_id):
+        state = await load(commands, upload_id, context)
+        _require_live(state)
+        if state.parts:
+            raise StateConflict("upload_is_final", "A final upload takes no bytes of its own")
+        if _due(state):  # a crash cut off the completion
+            state = await _complete(commands, blobs, upload_id, context)
+        now = _now()
+        declare = None
+        if upload_length is not None and state.length is None:
+            declare = DeclareUploadLength(
+                upload_id=upload_id, length=upload_length, max_size=max_size, at=now
+            )
+            state = UPLOAD.fold(UPLOAD.decide(state, declare), state)
+        if content_length == 0:  # only declares a length, or probes
+            if offset != state.offset:
+                raise StateConflict(
+                    "upload_offset_mismatch", f"The upload is at offset {state.offset}"
+                )
+        else:
+            # Dry run (decide is pure): refuse a wrong offset or a too long body before reading.
+            probe = RecordChunk(
+                upload_id=upload_id, offset=offset, length=content_length or 1,
+                xxh3=_NO_DIGEST, at=now,
+            )  # fmt: skip
+            UPLOAD.decide(state, probe)
+        room = (state.length if state.length is not None else max_size) - offset
+        chunk_hash = xxhash.xxh3_128()
+        check = checksum.hasher() if checksum else None
+        received = 0
+
+        async def counted() -> AsyncIterator[bytes]:
+            nonlocal received
+            async for chunk in body:
+                if received + len(chunk) > room:
+                    raise Invalid(
+                        "upload_exceeds_length",
+                        f"The body goes past the upload's length ({offset + room} bytes)",
+                    )
+                chunk_hash.update(chunk)
+                if check is not None:
+                    check.update(chunk)
+                yield chunk
+                received += len(chunk)  # counted once written
+
+        recorded = False
+        try:
+            try:
+                await blobs.write_staged(upload_id, offset, counted())
+            except BodyInterrupted:
+                if checksum is not None or received == 0:
+                    raise
+            else:
+                if checksum and check and not hmac.compare_digest(check.digest(), checksum.digest):
+                    raise DomainError(
+                        "checksum_mismatch", f"The body's {checksum.algorithm} checksum differs"
+                    )
+            if declare is not None:
+                await commands.execute(UPLOAD, upload_id, declare, context, at=now)
+            if received:
+                chunk = RecordChunk(
+                    upload_id=upload_id, offset=offset, length=received,
+                    xxh3=chunk_hash.hexdigest(), at=_now(),
+                )  # fmt: skip
+                await commands.execute(UPLOAD, upload_id, chunk, context, at=chunk.at)
+            recorded = True
+        finally:
+            if not recorded:
+                blobs.truncate_staged(upload_id, offset)
+        state = await load(commands, upload_id, context)
+        if _due(state):
+            state = await _complete(commands, blobs, upload_id, context)
+        return state
+
+
+async def _complete(
+    commands: CommandService, blobs: BlobStore, upload_id: str, context: CommandContext
+) -> UploadState:
+    stored = await asyncio.to_thread(blobs.commit_staged, upload_id)
+    command = CompleteUpload(upload_id=upload_id, length=stored.size, xxh3=stored.digest, at=_now())
+    await commands.execute(UPLOAD, upload_id, command, context, at=command.at)
+    blobs.discard_staged(upload_id)
+    return await load(commands, upload_id, context)
+
+
+async def terminate(
+    commands: CommandService, blobs: BlobStore, upload_id: str, context: CommandContext
+) -> None:
+    """Forget an upload; a completed upload's blob stays (another upload may share it)."""
+    async with _WRITERS.hold(upload_id):
+        await commands.execute(UPLOAD, upload_id, TerminateUpload(upload_id=upload_id), context)
+        blobs.discard_staged(upload_id)
+
+
+async def expire_uploads(
+    commands: CommandService,
+    sessions: async_sessionmaker[AsyncSession],
+    blobs: BlobStore,
+    now: datetime,
+) -> int:
+    """Record the expiry of unfinished uploads past their lifetime and drop their bytes."""
+    async with sessions() as session:
+        stale = (
+            await session.scalars(
+                select(uploads.c.upload_id).where(
+                    uploads.c.status == UploadStatus.UPLOADING.value, uploads.c.expires_at <= now
+                )
+            )
+        ).all()
+    expired = await commands.execute_each(
+        UPLOAD,
+        ((upload_id, ExpireUpload(upload_id=upload_id, at=now)) for upload_id in stale),
+        CommandContext(Metadata(actor="system:timer")),
+        at=now,
+    )
+    for upload_id in stale:
+        state: UploadState = (await commands.repository.load(UPLOAD, upload_id))[0]
+        if state.status is UploadStatus.EXPIRED:
+            blobs.discard_staged(upload_id)
+    return expired
