@@ -31,6 +31,10 @@ _HTTP_CODES = {
 }
 
 
+def http_error_code(status: int) -> str:
+    return _HTTP_CODES.get(status, "http_error")
+
+
 class ApiError(Exception):
     """A refusal decided at the HTTP edge rather than by the domain."""
 
@@ -92,7 +96,7 @@ def _litestar_validation(
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     if isinstance(exc.__cause__, SerializationException):
         return _malformed_json()
-    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    code = http_error_code(exc.status_code)
     return error_response(
         ErrorBody(status=exc.status_code, code=code, message=str(exc.detail)), exc.headers
     )

@@ -27,6 +27,7 @@ from handlers.process_managers import run_timers, start_node_offline_requeuer
 from handlers.projector import ProjectionProgress, start_projection
 from handlers.render import FrameScheduler
 from handlers.webhooks import Dispatcher, start_dispatcher
+from projections.access import API_KEYS
 from projections.base import Projection, create_tables
 from projections.deployments import DEPLOYMENTS, WEBHOOKS
 from projections.pipelines import EXECUTIONS
@@ -44,6 +45,7 @@ PROJECTIONS: tuple[Projection, ...] = (
     DEPLOYMENTS,
     WEBHOOKS,
     EXECUTIONS,
+    API_KEYS,
 )
 
 

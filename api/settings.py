@@ -45,6 +45,7 @@ class Settings:
     jwt_key: str | None = None
     jwt_audience: str | None = None
     rate_limit_per_minute: int = 600
+    key_cache_s: float = 5.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -72,4 +73,5 @@ class Settings:
             jwt_key=_jwt_key(),
             jwt_audience=os.environ.get("JETFLOW_JWT_AUDIENCE") or None,
             rate_limit_per_minute=int(_env("JETFLOW_RATE_LIMIT_PER_MINUTE", "600")),
+            key_cache_s=float(_env("JETFLOW_KEY_CACHE_S", "5")),
         )
