@@ -39,9 +39,16 @@ class IdempotencyRecords:
 
     @classmethod
     async def open(
-        cls, js: JetStreamContext, bucket: str = "jetflow_idempotency", ttl_s: float = 86_400
+        cls,
+        js: JetStreamContext,
+        bucket: str = "jetflow_idempotency",
+        ttl_s: float = 86_400,
+        *,
+        replicas: int = 1,
     ) -> IdempotencyRecords:
-        config = KeyValueConfig(bucket=bucket, ttl=ttl_s, storage=StorageType.FILE, history=1)
+        config = KeyValueConfig(
+            bucket=bucket, ttl=ttl_s, storage=StorageType.FILE, history=1, replicas=replicas
+        )
         return cls(await js.create_key_value(config))
 
     @staticmethod

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
 from api.audit import AuditController
+from api.auth import AuthMiddleware, KeyCache, policy_guard, rate_limit
 from api.deployments import DeploymentController
 from api.errors import EXCEPTION_HANDLERS
 from api.events import EventFeedController
 from api.executions import execution_routers
 from api.files import FileController
 from api.health import VERSION, HealthController
+from api.http import PUBLIC
+from api.openapi import describe_access
 from api.render import RenderController
 from api.runtime import Runtime
 from api.tasks import TaskController
@@ -28,7 +32,7 @@ def create_app(runtime: Runtime) -> Litestar:
     def provide_runtime() -> Runtime:
         return runtime
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             TaskController,
             RenderController,
@@ -43,7 +47,24 @@ def create_app(runtime: Runtime) -> Litestar:
         ],
         dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
-        openapi_config=OpenAPIConfig(title="jetflow", version=VERSION, path="/schema"),
+        middleware=[
+            rate_limit(runtime.settings.rate_limit_per_minute).middleware,
+            DefineMiddleware(AuthMiddleware),
+        ],
+        guards=[policy_guard],
+        openapi_config=OpenAPIConfig(
+            title="jetflow",
+            version=VERSION,
+            openapi_router=Router("/schema", route_handlers=[], opt=PUBLIC),
+        ),
         debug=False,
-        state=State({"hardware_configs": load_hardware_configs(runtime.settings.hardware_configs)}),
+        state=State(
+            {
+                "runtime": runtime,
+                "api_keys": KeyCache(runtime.settings.key_cache_s),
+                "hardware_configs": load_hardware_configs(runtime.settings.hardware_configs),
+            }
+        ),
     )
+    describe_access(app)
+    return app

@@ -13,7 +13,7 @@ from litestar.params import FromPath, QueryParameter
 
 from adapters.live_feed import FeedFilter
 from api.events import AggregateId, AggregateName, EventType
-from api.http import READ, Rt, path_id
+from api.http import ADMIN, Rt, path_id
 from handlers.audit import EventQuery, audit_aggregate, find_events
 
 Seq = Annotated[int | None, QueryParameter(ge=1, required=False)]
@@ -24,7 +24,9 @@ class AuditController(Controller):
     path = "/api/v1/audit"
     tags = ["audit"]
 
-    @get("/events", opt=READ, summary="Recorded events filtered by aggregate, type, actor and time")
+    @get(
+        "/events", opt=ADMIN, summary="Recorded events filtered by aggregate, type, actor and time"
+    )
     async def list_events(
         self,
         runtime: Rt,
@@ -46,7 +48,7 @@ class AuditController(Controller):
 
     @get(
         "/{aggregate:str}/{aggregate_id:str}",
-        opt=READ,
+        opt=ADMIN,
         summary="One aggregate's full history and its state, now or as of a sequence or time",
     )
     async def aggregate_history(

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar.connection import ASGIConnection
+from litestar.enums import HttpMethod
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers import HTTPRouteHandler
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.middleware.rate_limit import RateLimitConfig
@@ -25,7 +27,6 @@ from api.runtime import Runtime
 from domain.access import Policy, Role, UserName, allowed, sees_everything
 from projections.access import api_keys
 
-KEY_CACHE_S = 5.0
 _USER: TypeAdapter[str] = TypeAdapter(UserName)
 
 
@@ -54,16 +55,18 @@ def presented_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | Non
     return connection.query_params.get("token")
 
 
-class _KeyCache:
-    """Recently looked-up keys; a revocation takes effect within ``KEY_CACHE_S``."""
+class KeyCache:
+    """Recently found keys; a revocation takes effect within ``ttl_s``. Misses are not kept,
+    so a key works as soon as the read model has it."""
 
-    def __init__(self) -> None:
-        self._rows: dict[str, tuple[float, tuple[str, str, str] | None]] = {}
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._rows: dict[str, tuple[float, tuple[str, str, str]]] = {}
 
     async def lookup(self, runtime: Runtime, key_id: str) -> tuple[str, str, str] | None:
         now = time.monotonic()
         cached = self._rows.get(key_id)
-        if cached is not None and now - cached[0] < KEY_CACHE_S:
+        if cached is not None and now - cached[0] < self.ttl_s:
             return cached[1]
         async with runtime.sessions() as session:
             row = (
@@ -73,18 +76,17 @@ class _KeyCache:
                     )
                 )
             ).first()
-        found = (row.user, row.role, row.digest) if row is not None else None
+        if row is None:
+            return None
         if len(self._rows) > 10_000:
             self._rows.clear()
-        self._rows[key_id] = (now, found)
-        return found
+        self._rows[key_id] = (now, (row.user, row.role, row.digest))
+        return self._rows[key_id][1]
 
 
 class AuthMiddleware(AbstractAuthenticationMiddleware):
     """Resolves credentials to a ``Principal``; no credentials leaves the caller anonymous
     (the guard decides), wrong ones answer 401 at once."""
-
-    keys = _KeyCache()
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
@@ -95,7 +97,8 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
         runtime: Runtime = connection.app.state["runtime"]
         presented = parse_api_key(token)
         if presented is not None:
-            found = await self.keys.lookup(runtime, presented.key_id)
+            keys: KeyCache = connection.app.state["api_keys"]
+            found = await keys.lookup(runtime, presented.key_id)
             if found is None or not presented.matches(found[2]):
                 raise NotAuthorizedException("The API key is unknown or revoked")
             principal = Principal(found[0], Role(found[1]), f"key:{presented.key_id}")
@@ -120,7 +123,11 @@ def _from_jwt(runtime: Runtime, token: str) -> Principal:
 
 def route_policy(handler: BaseRouteHandler) -> Policy | None:
     value = handler.opt.get("policy")
-    return Policy(value) if value is not None else None
+    if value is not None:
+        return Policy(value)
+    if isinstance(handler, HTTPRouteHandler) and handler.http_methods == {HttpMethod.OPTIONS}:
+        return Policy.public  # Litestar's own OPTIONS answer: allowed methods, no data
+    return None
 
 
 def policy_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:

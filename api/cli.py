@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -14,11 +15,14 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from api import events_cli
+from api import events_cli, keys_cli
 from api.settings import Settings
 
 if TYPE_CHECKING:
     from api.runtime import Runtime
+
+
+API_KEY_ENV = os.environ.get("JETFLOW_API_KEY")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,12 +36,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker = sub.add_parser("worker", help="lease compute tasks and run them in a sandbox")
     worker.add_argument("--api", default="http://127.0.0.1:8000", help="jetflow API base URL")
     worker.add_argument("--node-id", help="node id (default: hostname-pid)")
+    worker.add_argument("--api-key", default=API_KEY_ENV, help="worker-role key (JETFLOW_API_KEY)")
     worker.add_argument("--poll", type=float, default=1.0, help="seconds between empty leases")
     worker.add_argument("--heartbeat", type=float, default=5.0, help="seconds between heartbeats")
     worker.add_argument("--max-tasks", type=int, default=0, help="stop after N tasks (0: never)")
 
     sub.add_parser("replay", help="drop every projection and rebuild it from sequence 1")
     events_cli.add_parser(sub)
+    keys_cli.add_parser(sub)
 
     violations = sub.add_parser(
         "load-violations", help="record the violation catalogue's missing or changed entries"
@@ -51,12 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent.add_argument("--plan", required=True, help="TOML plan file with [[steps]] name/run")
     agent.add_argument("--work-dir", default="data/deployments", help="where deployments run")
     agent.add_argument("--agent-id", help="agent id (default: agent-hostname-pid)")
+    agent.add_argument("--api-key", default=API_KEY_ENV, help="worker-role key (JETFLOW_API_KEY)")
     agent.add_argument("--poll", type=float, default=1.0, help="seconds between empty claims")
     agent.add_argument("--max-deployments", type=int, default=0, help="stop after N (0: never)")
 
     render = sub.add_parser("render-node", help="simulated render nodes that lease frames")
     render.add_argument("--nats", help="NATS URL (cmd.render.*); default NATS_URL")
     render.add_argument("--api", help="use HTTP at this jetflow base URL instead of NATS")
+    render.add_argument("--api-key", default=API_KEY_ENV, help="worker-role key for --api")
     render.add_argument("--count", type=int, default=1, help="how many nodes to simulate")
     render.add_argument("--frame-time", default="0", help="seconds per frame: S or MIN-MAX")
     render.add_argument("--failure-rate", type=float, default=0.0, help="0..1")
@@ -74,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         node = Worker(
             api=args.api,
             node_id=args.node_id,
+            api_key=args.api_key,
             poll_s=args.poll,
             heartbeat_s=args.heartbeat,
             max_tasks=args.max_tasks,
@@ -87,12 +96,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             plan=load_plan(Path(args.plan)),
             work_dir=Path(args.work_dir).resolve(),
             agent_id=args.agent_id,
+            api_key=args.api_key,
             poll_s=args.poll,
             max_deployments=args.max_deployments,
         )
         return asyncio.run(deploy_agent.run_until_signalled())
     if args.command == "render-node":
         return asyncio.run(_render_nodes(args, settings))
+    if args.command == "keys":
+        return keys_cli.main(args, settings)
     if args.command == "events":
         return events_cli.main(args, settings)
     if args.command == "replay":
@@ -116,6 +128,7 @@ async def _render_nodes(args: argparse.Namespace, settings: Settings) -> int:
         count=args.count,
         nats_url=nats_url,
         api=args.api,
+        api_key=args.api_key,
         frame_time=(float(low), float(high or low)),
         failure_rate=args.failure_rate,
         idle_exit_s=args.idle_exit,

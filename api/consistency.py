@@ -33,6 +33,15 @@ async def _reached(runtime: Runtime, projection: Projection, seq: int) -> bool:
 
 
 async def wait_for_seq(runtime: Runtime, projections: tuple[Projection, ...], seq: int) -> None:
+    """Wait until every projection has reached ``seq``; a sequence the stream does not hold yet
+    was never answered to a write, so it is refused at once instead of waited for."""
+    if seq > await runtime.store.last_seq():
+        raise ApiError(
+            422,
+            "sequence_not_recorded",
+            f"wait_for_seq={seq} is beyond the last recorded sequence; "
+            "use the seq a write answered",
+        )
     loop = asyncio.get_running_loop()
     deadline = loop.time() + runtime.settings.wait_max_s
     changed = runtime.progress.changed

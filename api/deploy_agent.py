@@ -66,18 +66,18 @@ class DeployAgent(PollingClient):
         work_dir: Path,
         agent_id: str | None = None,
         *,
+        api_key: str | None = None,
         poll_s: float = 1.0,
         max_deployments: int = 0,
     ) -> None:
-        super().__init__(poll_s=poll_s)
-        self.api = api.rstrip("/")
+        super().__init__(api, api_key, poll_s=poll_s)
         self.plan = plan
         self.work_dir = work_dir
         self.agent_id = agent_id or f"agent-{socket.gethostname()}-{os.getpid()}".replace(".", "-")
         self.max_deployments = max_deployments
 
     async def run(self) -> None:
-        async with httpx.AsyncClient(base_url=f"{self.api}/api/v1", timeout=60) as http:
+        async with self.client(timeout=60) as http:
             while not self.stopping:
                 if self.max_deployments and self.done >= self.max_deployments:
                     return

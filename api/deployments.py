@@ -23,9 +23,12 @@ from api.http import (
     Rt,
     WaitForSeq,
     accepted,
+    caller,
     command_context,
     path_id,
+    scoped,
     utc,
+    visible,
 )
 from domain.base import NotFound
 from domain.deployments import DEPLOYMENT_SLOTS, SLOTS_ID
@@ -98,14 +101,14 @@ def deployment_view(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-async def _row(runtime: Any, deployment_id: str) -> Row[Any]:
+async def _row(runtime: Any, deployment_id: str, request: Request[Any, Any, Any]) -> Row[Any]:
     async with runtime.sessions() as session:
         row = (
             await session.execute(
                 select(deployments).where(deployments.c.deployment_id == deployment_id)
             )
         ).first()
-    if row is None:
+    if row is None or not visible(request, row.owner):
         raise NotFound("deployment_not_found", f"Deployment {deployment_id} not found")
     return row
 
@@ -133,6 +136,7 @@ class DeploymentController(Controller):
             data,
             command_context(request, idempotency_key),
             limit=runtime.settings.max_concurrent_deployments,
+            owner=caller(request),
         )
         deployment_id = outcome.aggregate_id
         return accepted(
@@ -193,14 +197,18 @@ class DeploymentController(Controller):
 
     @get("/deployments", opt=READ, summary="Deployment history, newest first")
     async def history(
-        self, runtime: Rt, limit: FromQuery[int] = 50, wait_for_seq: WaitForSeq = None
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Rt,
+        limit: FromQuery[int] = 50,
+        wait_for_seq: WaitForSeq = None,
     ) -> list[dict[str, Any]]:
         await _wait(runtime, wait_for_seq)
         limit = max(1, min(limit, 500))
         async with runtime.sessions() as session:
             rows = (
                 await session.execute(
-                    select(deployments)
+                    scoped(select(deployments), deployments.c.owner, request)
                     .order_by(deployments.c.accepted_at.desc(), deployments.c.deployment_id)
                     .limit(limit)
                 )
@@ -209,17 +217,25 @@ class DeploymentController(Controller):
 
     @get("/deployments/{deployment_id:str}", opt=READ, summary="A deployment's status")
     async def status(
-        self, runtime: Rt, deployment_id: FromPath[str], wait_for_seq: WaitForSeq = None
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Rt,
+        deployment_id: FromPath[str],
+        wait_for_seq: WaitForSeq = None,
     ) -> dict[str, Any]:
         await _wait(runtime, wait_for_seq)
-        return deployment_view(await _row(runtime, deployment_id))
+        return deployment_view(await _row(runtime, deployment_id, request))
 
     @get("/deployments/{deployment_id:str}/progress", opt=READ, summary="A deployment's progress")
     async def progress(
-        self, runtime: Rt, deployment_id: FromPath[str], wait_for_seq: WaitForSeq = None
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Rt,
+        deployment_id: FromPath[str],
+        wait_for_seq: WaitForSeq = None,
     ) -> dict[str, Any]:
         await _wait(runtime, wait_for_seq)
-        return progress_view((await _row(runtime, deployment_id))._mapping)
+        return progress_view((await _row(runtime, deployment_id, request))._mapping)
 
     @post(
         "/deployments/{deployment_id:str}/cancel",
@@ -250,10 +266,14 @@ class DeploymentController(Controller):
         media_type=MediaType.TEXT,
     )
     async def logs(
-        self, runtime: Rt, deployment_id: FromPath[str], wait_for_seq: WaitForSeq = None
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Rt,
+        deployment_id: FromPath[str],
+        wait_for_seq: WaitForSeq = None,
     ) -> str:
         await _wait(runtime, wait_for_seq)
-        await _row(runtime, deployment_id)
+        await _row(runtime, deployment_id, request)
         async with runtime.sessions() as session:
             steps = (
                 await session.execute(
@@ -275,10 +295,15 @@ class DeploymentController(Controller):
 
     @get("/deployments/{deployment_id:str}/webhooks", opt=READ, summary="Webhook delivery attempts")
     async def webhooks(
-        self, runtime: Rt, deployment_id: FromPath[str], wait_for_seq: WaitForSeq = None
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Rt,
+        deployment_id: FromPath[str],
+        wait_for_seq: WaitForSeq = None,
     ) -> list[dict[str, Any]]:
         if wait_for_seq:
             await consistency.wait_for_seq(runtime, (WEBHOOKS,), wait_for_seq)
+        await _row(runtime, deployment_id, request)
         async with runtime.sessions() as session:
             rows = (
                 await session.execute(

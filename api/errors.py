@@ -11,6 +11,7 @@ from typing import Any
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from nats.errors import Error as NatsError
 from pydantic import ValidationError as PydanticValidationError
 
 from adapters.event_store import ConcurrencyConflict, DuplicateAppend
@@ -29,6 +30,10 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     429: "rate_limited",
 }
+
+
+def http_error_code(status: int) -> str:
+    return _HTTP_CODES.get(status, "http_error")
 
 
 class ApiError(Exception):
@@ -92,10 +97,24 @@ def _litestar_validation(
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     if isinstance(exc.__cause__, SerializationException):
         return _malformed_json()
-    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    code = http_error_code(exc.status_code)
     return error_response(
         ErrorBody(status=exc.status_code, code=code, message=str(exc.detail)), exc.headers
     )
+
+
+BROKER_UNAVAILABLE = ErrorBody(
+    status=503,
+    code="broker_unavailable",
+    message="The event store is unavailable for a moment (NATS reconnecting or electing a "
+    "leader); nothing was recorded unless a resend with the same Idempotency-Key says so",
+)
+
+
+def _broker_unavailable(request: Request[Any, Any, Any], exc: NatsError) -> Response[Any]:
+    """A broker outage is expected in a cluster: answered 503, logged without a traceback."""
+    log.warning("%s %s: NATS unavailable: %r", request.method, request.url.path, exc)
+    return error_response(BROKER_UNAVAILABLE, {"Retry-After": "1"})
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
@@ -111,5 +130,6 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     ApiError: _api_error,
     ValidationException: _litestar_validation,
     HTTPException: _http_error,
+    NatsError: _broker_unavailable,
     Exception: _unexpected,
 }

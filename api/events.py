@@ -14,15 +14,19 @@ from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal
 
 import pydantic_core
-from litestar import Controller, WebSocket, get, websocket
+from litestar import Controller, Request, WebSocket, get, websocket
+from litestar.connection import ASGIConnection
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from adapters.envelope import RecordedEvent
 from adapters.live_feed import FeedClosed, FeedFilter, FeedOverflow, LiveFeed
+from api.auth import principal_of
 from api.http import READ, Rt
 from api.runtime import Runtime
+from domain.access import Role
+from handlers.visibility import OwnedEvents
 
 KEEPALIVE_S = 15.0
 TOKEN = r"^[A-Za-z0-9_-]{1,128}$"
@@ -84,6 +88,16 @@ def _feed(
     )
 
 
+def _visibility(
+    runtime: Runtime, connection: ASGIConnection[Any, Any, Any, Any]
+) -> OwnedEvents | None:
+    """None when the caller sees every event (admin); else the filter to its own aggregates."""
+    principal = principal_of(connection)
+    if principal is None or principal.role is Role.admin:
+        return None
+    return OwnedEvents(runtime.store, principal.user)
+
+
 class EventFeedController(Controller):
     path = "/api/v1/events"
     tags = ["live"]
@@ -101,6 +115,7 @@ class EventFeedController(Controller):
     )
     async def stream(
         self,
+        request: Request[Any, Any, Any],
         runtime: Rt,
         aggregate: AggregateName = None,
         aggregate_id: AggregateId = None,
@@ -112,6 +127,7 @@ class EventFeedController(Controller):
     ) -> ServerSentEvent:
         start = last_event_id + 1 if last_event_id is not None else from_seq
         feed = _feed(runtime, aggregate, aggregate_id, event_type, start)
+        shown = _visibility(runtime, request)
 
         async def messages() -> AsyncGenerator[ServerSentEventMessage, None]:
             async with feed:
@@ -127,6 +143,8 @@ class EventFeedController(Controller):
                         return
                     if event is None:
                         yield ServerSentEventMessage(comment="keep-alive")
+                        continue
+                    if shown is not None and not await shown.visible(event):
                         continue
                     yield ServerSentEventMessage(
                         id=str(event.seq), event=event.type, data=_json(event.as_dict())
@@ -150,6 +168,7 @@ class EventFeedController(Controller):
         behind is closed with code 4008 and a reason naming the sequence to resume from."""
         await socket.accept()
         live = _feed(runtime, aggregate, aggregate_id, event_type, from_seq)
+        shown = _visibility(runtime, socket)
         gone = asyncio.ensure_future(_until_disconnected(socket))
         try:
             async with live:
@@ -163,6 +182,8 @@ class EventFeedController(Controller):
                         await socket.close(code=1001, reason="service shutting down")
                         return
                     if event is None:
+                        continue
+                    if shown is not None and not await shown.visible(event):
                         continue
                     message = named(event) if feed == "named" else event.as_dict()
                     if message is not None:

@@ -1,8 +1,6 @@
 """``jetflow events``: list, tail, history, state-as-of and JSON Lines export of the event log.
 
-It joins the NATS server of a running ``jetflow serve`` (``NATS_URL``, or the embedded server
-found through its ports file in the data dir), and starts the embedded server itself only when
-no service runs.
+It joins the NATS server of a running ``jetflow serve`` (see ``api.joined_store``).
 """
 
 from __future__ import annotations
@@ -12,16 +10,16 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from adapters.envelope import RecordedEvent
-from adapters.event_store import EventStore, StreamSettings
+from adapters.event_store import EventStore
 from adapters.live_feed import FeedClosed, FeedFilter, FeedOverflow, LiveFeed
-from adapters.nats_server import EmbeddedNatsServer
 from api import runtime as _every_aggregate  # noqa: F401  (history folds any aggregate)
+from api.joined_store import joined_event_store
 from api.settings import Settings
 from domain.base import DomainError
 from handlers.audit import EventQuery, audit_aggregate, find_events
@@ -62,29 +60,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
-    async with _event_store(settings) as store:
+    async with joined_event_store(settings) as store:
         try:
             return await _VERBS[args.verb](args, store)
         except DomainError as refused:
             print(f"jetflow events: {refused.message}", file=sys.stderr)
             return 1
-
-
-@contextlib.asynccontextmanager
-async def _event_store(settings: Settings) -> AsyncIterator[EventStore]:
-    store_dir = (settings.data_dir / "nats").resolve()
-    embedded: EmbeddedNatsServer | None = None
-    url = settings.nats_url or await EmbeddedNatsServer.serving(store_dir)
-    if url is None:
-        embedded = EmbeddedNatsServer(store_dir=store_dir)
-        url = await embedded.start()
-    store = await EventStore.connect(url, StreamSettings(name=settings.stream))
-    try:
-        yield store
-    finally:
-        await store.close()
-        if embedded is not None:
-            await embedded.stop()
 
 
 def _query(args: argparse.Namespace) -> EventQuery:

@@ -1,18 +1,19 @@
 """HTTP routes of files (seed: file upload with refer keys; check-hashes from the render seed).
 
-Downloads by refer key name their user in the ``X-Jetflow-User`` header (or ``?user=``) until
-authentication exists: the user is who counts towards the key's holder limit.
+A download by refer key counts its authenticated user towards the key's holder limit: the key
+is the capability, so any role may use it, and the file's owner need not be the downloader.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from typing import Annotated, Any
 
 import pydantic_core
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 from pydantic import TypeAdapter
 from sqlalchemy import Row, func, select
@@ -20,11 +21,29 @@ from sqlalchemy import Row, func, select
 from adapters.envelope import RecordedEvent
 from adapters.live_feed import FeedClosed, FeedFilter, FeedOverflow, LiveFeed
 from api import consistency
+from api.auth import principal_of
 from api.downloads import blob_response
 from api.errors import ApiError
 from api.events import KEEPALIVE_S
-from api.http import Page, PageSize, Rt, WaitForSeq, accepted, command_context, path_id, utc
+from api.http import (
+    AUTHENTICATED,
+    CONTRIBUTE,
+    OPERATE,
+    READ,
+    Page,
+    PageSize,
+    Rt,
+    WaitForSeq,
+    accepted,
+    caller,
+    command_context,
+    path_id,
+    scoped,
+    utc,
+    visible,
+)
 from api.runtime import Runtime
+from domain.access import Role
 from domain.files import (
     FILE,
     CommentAdded,
@@ -33,6 +52,7 @@ from domain.files import (
     ReferKeyIssued,
     UserId,
 )
+from handlers.commands import CommandContext
 from handlers.files import (
     CheckHashesRequest,
     CommentRequest,
@@ -43,7 +63,6 @@ from handlers.files import (
 from handlers.refer_keys import file_of_key, issue_refer_key, release_holder, use_refer_key
 from projections.files import CONTENTS, FILES, contents, file_comments, files
 
-USER_HEADER = "X-Jetflow-User"
 _USER: TypeAdapter[str] = TypeAdapter(UserId)
 # SSE event names of the file events a front end follows.
 _STATUS_EVENTS = {
@@ -99,12 +118,19 @@ def file_view(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-async def _row(runtime: Runtime, file_id: str) -> Row[Any]:
+async def _row(runtime: Runtime, file_id: str, request: Request[Any, Any, Any] | None) -> Row[Any]:
+    """A file row; one the caller may not see is as missing as an unknown one (``request`` is
+    None only behind a refer key, which is its own permission)."""
     async with runtime.sessions() as session:
         row = (await session.execute(select(files).where(files.c.file_id == file_id))).first()
-    if row is None:
+    if row is None or (request is not None and not visible(request, row.owner)):
         raise ApiError(404, "file_not_found", f"File {file_id} not found")
     return row
+
+
+def _by_key(request: Request[Any, Any, Any]) -> CommandContext:
+    """Holding a refer key is the permission: its holders need not own the file."""
+    return replace(command_context(request, None), owner_scope=None)
 
 
 async def _wait(runtime: Runtime, seq: int | None) -> None:
@@ -154,7 +180,12 @@ class FileController(Controller):
     path = "/api/v1"
     tags = ["files"]
 
-    @post("/files/check-hashes", status_code=200, summary="Which contents are stored already")
+    @post(
+        "/files/check-hashes",
+        opt=READ,
+        status_code=200,
+        summary="Which contents are stored already",
+    )
     async def check_hashes(
         self, runtime: Rt, data: JSONBody[CheckHashesRequest], wait_for_seq: WaitForSeq = None
     ) -> dict[str, Any]:
@@ -180,9 +211,10 @@ class FileController(Controller):
             "missing": [h for h in wanted if h not in found],
         }
 
-    @get("/files", summary="Files, newest first, paginated")
+    @get("/files", opt=READ, summary="Files, newest first, paginated")
     async def list_files(
         self,
+        request: Request[Any, Any, Any],
         runtime: Rt,
         status: FromQuery[FileStatus | None] = None,
         page: Page = 1,
@@ -190,8 +222,8 @@ class FileController(Controller):
         wait_for_seq: WaitForSeq = None,
     ) -> dict[str, Any]:
         await _wait(runtime, wait_for_seq)
-        query = select(files)
-        count = select(func.count()).select_from(files)
+        query = scoped(select(files), files.c.owner, request)
+        count = scoped(select(func.count()).select_from(files), files.c.owner, request)
         if status is not None:
             query = query.where(files.c.status == status.value)
             count = count.where(files.c.status == status.value)
@@ -210,29 +242,40 @@ class FileController(Controller):
             "total": total,
         }
 
-    @get("/files/{file_id:str}", summary="One file: status, asset, refer key, recommendation")
+    @get(
+        "/files/{file_id:str}",
+        opt=READ,
+        summary="One file: status, asset, refer key, recommendation",
+    )
     async def get_file(
-        self, runtime: Rt, file_id: FromPath[str], wait_for_seq: WaitForSeq = None
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Rt,
+        file_id: FromPath[str],
+        wait_for_seq: WaitForSeq = None,
     ) -> dict[str, Any]:
         await _wait(runtime, wait_for_seq)
-        return file_view(await _row(runtime, file_id))
+        return file_view(await _row(runtime, file_id, request))
 
     @get(
         "/files/{file_id:str}/download",
+        opt=READ,
         summary="The file's bytes (one Range honoured: 206, or 416 outside the file)",
     )
     async def download(
         self,
+        request: Request[Any, Any, Any],
         runtime: Rt,
         file_id: FromPath[str],
         range_header: Annotated[str | None, HeaderParameter(name="Range", required=False)] = None,
         wait_for_seq: WaitForSeq = None,
     ) -> Stream:
         await _wait(runtime, wait_for_seq)
-        return _stream_file(runtime, await _row(runtime, file_id), range_header)
+        return _stream_file(runtime, await _row(runtime, file_id, request), range_header)
 
     @post(
         "/files/{file_id:str}/refer-key",
+        opt=OPERATE,
         status_code=202,
         summary="Issue a new refer key after the last one expired (409 while one is live)",
     )
@@ -262,6 +305,7 @@ class FileController(Controller):
 
     @delete(
         "/files/{file_id:str}/refer-key/holders/{user:str}",
+        opt=AUTHENTICATED,
         status_code=202,
         summary="A user lets go of the refer key, freeing a holder slot",
     )
@@ -272,16 +316,20 @@ class FileController(Controller):
         file_id: FromPath[str],
         user: FromPath[str],
     ) -> Response[dict[str, Any]]:
+        principal = principal_of(request)
+        if principal is not None and principal.role is not Role.admin and user != principal.user:
+            raise ApiError(403, "forbidden", "Only the holder (or an admin) releases a holder slot")
         outcome = await release_holder(
             runtime.commands,
             path_id(file_id),
             _USER.validate_python(user),
-            command_context(request, None),
+            _by_key(request),
         )
         return accepted(outcome, file_id=file_id, user=user, released=True)
 
     @get(
         "/files/{file_id:str}/events",
+        opt=READ,
         summary="Live status and refer keys of one file as Server-Sent Events",
         description=(
             "Events `status`, `refer_key` (with the current `download_url`) and `comment`; each "
@@ -291,14 +339,15 @@ class FileController(Controller):
     )
     async def events(
         self,
+        request: Request[Any, Any, Any],
         runtime: Rt,
         file_id: FromPath[str],
         last_event_id: Annotated[
             int | None, HeaderParameter(name="Last-Event-ID", ge=0, required=False)
         ] = None,
     ) -> ServerSentEvent:
-        _, version = await runtime.commands.repository.load(FILE, path_id(file_id))
-        if version == 0:
+        state, version = await runtime.commands.repository.load(FILE, path_id(file_id))
+        if version == 0 or not visible(request, state.owner or ""):
             raise ApiError(404, "file_not_found", f"File {file_id} not found")
         feed = LiveFeed(
             runtime.store.js,
@@ -328,7 +377,12 @@ class FileController(Controller):
 
         return ServerSentEvent(messages())
 
-    @post("/files/{file_id:str}/comments", status_code=202, summary="Comment on a file")
+    @post(
+        "/files/{file_id:str}/comments",
+        opt=CONTRIBUTE,
+        status_code=202,
+        summary="Comment on a file",
+    )
     async def comment(
         self,
         request: Request[Any, Any, Any],
@@ -346,12 +400,16 @@ class FileController(Controller):
         )
         return accepted(outcome, file_id=file_id, comment_id=added.comment_id)
 
-    @get("/files/{file_id:str}/comments", summary="A file's comments, oldest first")
+    @get("/files/{file_id:str}/comments", opt=READ, summary="A file's comments, oldest first")
     async def comments(
-        self, runtime: Rt, file_id: FromPath[str], wait_for_seq: WaitForSeq = None
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Rt,
+        file_id: FromPath[str],
+        wait_for_seq: WaitForSeq = None,
     ) -> list[dict[str, Any]]:
         await _wait(runtime, wait_for_seq)
-        await _row(runtime, file_id)
+        await _row(runtime, file_id, request)
         async with runtime.sessions() as session:
             rows = (
                 await session.execute(
@@ -376,6 +434,7 @@ class FileController(Controller):
 
     @post(
         "/files/{file_id:str}/recommendations",
+        opt=CONTRIBUTE,
         status_code=202,
         summary="Save the file's combined recommendation (replaces the last; status db_ready)",
     )
@@ -393,6 +452,7 @@ class FileController(Controller):
 
     @get(
         "/download/{refer_key:str}",
+        opt=AUTHENTICATED,
         summary="Download by refer key (410 when expired or superseded, 429 past the holder limit)",
     )
     async def download_by_key(
@@ -400,18 +460,9 @@ class FileController(Controller):
         request: Request[Any, Any, Any],
         runtime: Rt,
         refer_key: FromPath[str],
-        user_header: Annotated[
-            str | None, HeaderParameter(name=USER_HEADER, required=False)
-        ] = None,
-        user_query: Annotated[str | None, QueryParameter(name="user", required=False)] = None,
         range_header: Annotated[str | None, HeaderParameter(name="Range", required=False)] = None,
     ) -> Stream:
-        raw_user = user_header or user_query
-        if raw_user is None:
-            raise ApiError(
-                400, "user_required", f"Name the downloading user in {USER_HEADER} or ?user="
-            )
-        user = _USER.validate_python(raw_user)
+        user = caller(request)
         file_id = await file_of_key(runtime.sessions, refer_key)
         if file_id is None:  # issued a moment ago? let the projection catch up once
             await consistency.wait_for_seq(runtime, (FILES,), await runtime.store.last_seq())
@@ -424,9 +475,9 @@ class FileController(Controller):
                 file_id,
                 refer_key,
                 user,
-                command_context(request, None),
+                _by_key(request),
                 max_holders=runtime.settings.refer_max_holders,
             )
         except HolderLimitReached as full:
             raise ApiError(429, full.code, full.message) from full
-        return _stream_file(runtime, await _row(runtime, file_id), range_header)
+        return _stream_file(runtime, await _row(runtime, file_id, None), range_header)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from litestar import Request, Response
 from litestar.di import NamedDependency
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
-from pydantic import StringConstraints, TypeAdapter
+from pydantic import BaseModel, StringConstraints, TypeAdapter
+from sqlalchemy import ColumnElement, Select
 
 from adapters.envelope import Metadata
 from adapters.idempotency import CommandOutcome
@@ -54,6 +55,8 @@ READ = policy(Policy.read)
 OPERATE = policy(Policy.operate)
 WORK = policy(Policy.work)
 ADMIN = policy(Policy.admin)
+CONTRIBUTE = policy(Policy.contribute)
+AUTHENTICATED = policy(Policy.authenticated)
 
 
 def command_context(request: Request[Any, Any, Any], key: str | None) -> CommandContext:
@@ -71,14 +74,41 @@ def owner_scope(request: Request[Any, Any, Any]) -> str | None:
     return principal.owner_scope if principal else None
 
 
+def caller(request: Request[Any, Any, Any]) -> str:
+    """The user a request acts for."""
+    principal = principal_of(request)
+    return principal.user if principal else "anonymous"
+
+
+def visible(request: Request[Any, Any, Any], owner: str) -> bool:
+    scope = owner_scope(request)
+    return scope is None or scope == owner
+
+
+Q = TypeVar("Q", bound=Select[Any])
+
+
+def scoped(query: Q, owner_column: ColumnElement[Any], request: Request[Any, Any, Any]) -> Q:
+    """Limit a read to the caller's own rows (admins and workers see every owner's)."""
+    scope = owner_scope(request)
+    return query if scope is None else query.where(owner_column == scope)
+
+
 def owner_for_new(request: Request[Any, Any, Any], requested: str | None) -> str:
     """The owner of an aggregate being created: the caller, unless an admin names another."""
     principal = principal_of(request)
-    if principal is None:
-        return requested or "anonymous"
-    if principal.owner_scope is None and requested:
+    if principal is not None and principal.owner_scope is None and requested:
         return requested
-    return principal.user
+    return caller(request)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def owned_by_caller(request: Request[Any, Any, Any], body: M) -> M:
+    """A create request with its ``owner`` decided by ``owner_for_new``."""
+    requested = getattr(body, "owner", None) if "owner" in body.model_fields_set else None
+    return body.model_copy(update={"owner": owner_for_new(request, requested)})
 
 
 def accepted(outcome: CommandOutcome, **body: Any) -> Response[dict[str, Any]]:

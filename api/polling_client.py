@@ -11,12 +11,25 @@ import contextlib
 import signal
 from abc import ABC, abstractmethod
 
+import httpx
+
+
+def api_client(api: str, api_key: str | None, timeout: float) -> httpx.AsyncClient:
+    headers = {"X-API-Key": api_key} if api_key else {}
+    return httpx.AsyncClient(base_url=f"{api}/api/v1", timeout=timeout, headers=headers)
+
 
 class PollingClient(ABC):
-    def __init__(self, *, poll_s: float) -> None:
+    def __init__(self, api: str, api_key: str | None, *, poll_s: float) -> None:
+        self.api = api.rstrip("/")
+        self.api_key = api_key
         self.poll_s = poll_s
         self.done = 0
         self._stop = asyncio.Event()
+
+    def client(self, timeout: float) -> httpx.AsyncClient:
+        """An HTTP client for the API, sending this process's key (a worker-role key)."""
+        return api_client(self.api, self.api_key, timeout)
 
     def stop(self) -> None:
         self._stop.set()

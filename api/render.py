@@ -8,6 +8,7 @@ carries the seed's numeric code with ``message``, ``detail`` and ``errors`` besi
 from __future__ import annotations
 
 import json
+import logging
 import math
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -16,6 +17,7 @@ from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
+from nats.errors import Error as NatsError
 from pydantic import BaseModel, Field, StringConstraints
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import Row, func, select
@@ -23,7 +25,7 @@ from sqlalchemy import Row, func, select
 from adapters.event_store import ConcurrencyConflict, DuplicateAppend
 from adapters.idempotency import CommandOutcome
 from api import consistency
-from api.errors import ApiError
+from api.errors import BROKER_UNAVAILABLE, ApiError, http_error_code
 from api.http import (
     OPERATE,
     READ,
@@ -35,8 +37,11 @@ from api.http import (
     Rt,
     WaitForSeq,
     command_context,
+    owned_by_caller,
     path_id,
+    scoped,
     utc,
+    visible,
 )
 from domain.base import DomainError, NotFound
 from domain.hardware import match
@@ -59,6 +64,8 @@ from handlers.render import (
 )
 from projections.render import RENDER, SCENES, frame_key, render_frames, render_jobs, scene_analyses
 
+log = logging.getLogger(__name__)
+
 # ------------------------------------------------------------------ the seed's envelopes
 
 SEED_CODES = {
@@ -73,6 +80,8 @@ SEED_CODES = {
     "render_job_not_found": 2001,
     "render_job_exists": 3001,
     "forbidden": 4000,
+    "unauthorized": 4000,
+    "rate_limited": 4000,
     "internal_error": 5000,
 }
 SEED_MESSAGES = {
@@ -100,7 +109,11 @@ def seed_code(body: ErrorBody) -> int:
     return 5000
 
 
-def seed_error(body: ErrorBody, values: dict[str, Any] | None = None) -> Response[dict[str, Any]]:
+def seed_error(
+    body: ErrorBody,
+    values: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[dict[str, Any]]:
     code = seed_code(body)
     status = 400 if body.status == 422 else body.status
     errors = [
@@ -120,7 +133,7 @@ def seed_error(body: ErrorBody, values: dict[str, Any] | None = None) -> Respons
         "errors": errors,
         "error": {**body.model_dump(), "status": status},
     }
-    return Response(content, status_code=status, media_type=MediaType.JSON)
+    return Response(content, status_code=status, media_type=MediaType.JSON, headers=headers)
 
 
 def _validation(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
@@ -167,8 +180,18 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[
             ErrorBody(status=400, code="malformed_json", message="The body is not valid JSON")
         )
     return seed_error(
-        ErrorBody(status=exc.status_code, code="bad_request", message=str(exc.detail))
+        ErrorBody(
+            status=exc.status_code,
+            code=http_error_code(exc.status_code),
+            message=str(exc.detail),
+        ),
+        exc.headers,
     )
+
+
+def _broker_unavailable(request: Request[Any, Any, Any], exc: NatsError) -> Response[Any]:
+    log.warning("%s %s: NATS unavailable: %r", request.method, request.url.path, exc)
+    return seed_error(BROKER_UNAVAILABLE, headers={"Retry-After": "1"})
 
 
 SEED_HANDLERS: dict[type[Exception], Any] = {
@@ -179,6 +202,7 @@ SEED_HANDLERS: dict[type[Exception], Any] = {
     DuplicateAppend: _described,
     ApiError: _api_error,
     HTTPException: _http_error,
+    NatsError: _broker_unavailable,
 }
 
 
@@ -333,12 +357,12 @@ class HardwareNeeds(BaseModel):
     gpu_count: Annotated[int, Field(ge=0, le=64)] = 0
 
 
-async def _job_row(runtime: Any, job_id: str) -> Row[Any]:
+async def _job_row(runtime: Any, job_id: str, request: Request[Any, Any, Any]) -> Row[Any]:
     async with runtime.sessions() as session:
         row = (
             await session.execute(select(render_jobs).where(render_jobs.c.job_id == job_id))
         ).first()
-    if row is None:
+    if row is None or not visible(request, row.owner):
         raise NotFound("render_job_not_found", f"Render job {job_id} not found")
     return row
 
@@ -373,7 +397,7 @@ class RenderController(Controller):
     ) -> Response[dict[str, Any]]:
         # Validated here rather than by Litestar so a field error can echo the value it refused,
         # as the seed's error format does.
-        body = CreateRenderJobRequest.model_validate(data)
+        body = owned_by_caller(request, CreateRenderJobRequest.model_validate(data))
         configs = request.app.state.hardware_configs
         ctx = command_context(request, idempotency_key)
         outcome, command = await create_render_job(runtime.commands, configs, body, ctx)
@@ -400,6 +424,7 @@ class RenderController(Controller):
     @get("/render-jobs", opt=READ, summary="Render jobs, paginated, sorted and filtered")
     async def list_jobs(
         self,
+        request: Request[Any, Any, Any],
         runtime: Rt,
         page: Page = 1,
         page_size: PageSize = 20,
@@ -412,8 +437,9 @@ class RenderController(Controller):
         await _wait(runtime, wait_for_seq)
         column = render_jobs.c[sort_by]
         ordering = column.desc() if order == "desc" else column.asc()
-        query = select(render_jobs).order_by(ordering, render_jobs.c.job_id)
-        count = select(func.count()).select_from(render_jobs)
+        query = scoped(select(render_jobs), render_jobs.c.owner, request)
+        query = query.order_by(ordering, render_jobs.c.job_id)
+        count = scoped(select(func.count()).select_from(render_jobs), render_jobs.c.owner, request)
         if status:
             query = query.where(render_jobs.c.status == status)
             count = count.where(render_jobs.c.status == status)
@@ -436,22 +462,29 @@ class RenderController(Controller):
     @get("/render-jobs/{job_id:str}", opt=READ, summary="One render job (with ?fields= filtering)")
     async def get_job(
         self,
+        request: Request[Any, Any, Any],
         runtime: Rt,
         job_id: FromPath[str],
         fields: Fields = None,
         wait_for_seq: WaitForSeq = None,
     ) -> Response[dict[str, Any]]:
         await _wait(runtime, wait_for_seq)
-        return ok(pick(job_view(await _job_row(runtime, job_id), datetime.now(UTC)), fields))
+        return ok(
+            pick(job_view(await _job_row(runtime, job_id, request), datetime.now(UTC)), fields)
+        )
 
     @get(
         "/render-jobs/{job_id:str}/status", opt=READ, summary="Status and progress of a render job"
     )
     async def get_status(
-        self, runtime: Rt, job_id: FromPath[str], wait_for_seq: WaitForSeq = None
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Rt,
+        job_id: FromPath[str],
+        wait_for_seq: WaitForSeq = None,
     ) -> Response[dict[str, Any]]:
         await _wait(runtime, wait_for_seq)
-        view = job_view(await _job_row(runtime, job_id), datetime.now(UTC))
+        view = job_view(await _job_row(runtime, job_id, request), datetime.now(UTC))
         return ok({k: view[k] for k in STATUS_FIELDS})
 
     @post(
@@ -461,13 +494,19 @@ class RenderController(Controller):
         summary="Status of many jobs at once",
     )
     async def batch_status(
-        self, runtime: Rt, data: JSONBody[BatchStatusRequest], wait_for_seq: WaitForSeq = None
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Rt,
+        data: JSONBody[BatchStatusRequest],
+        wait_for_seq: WaitForSeq = None,
     ) -> Response[dict[str, Any]]:
         await _wait(runtime, wait_for_seq)
         async with runtime.sessions() as session:
             rows = (
                 await session.execute(
-                    select(render_jobs).where(render_jobs.c.job_id.in_(data.task_ids))
+                    scoped(select(render_jobs), render_jobs.c.owner, request).where(
+                        render_jobs.c.job_id.in_(data.task_ids)
+                    )
                 )
             ).all()
         now = datetime.now(UTC)
@@ -529,6 +568,7 @@ class RenderController(Controller):
     @get("/render-jobs/{job_id:str}/frames", opt=READ, summary="Frames of a job, paginated")
     async def list_frames(
         self,
+        request: Request[Any, Any, Any],
         runtime: Rt,
         job_id: FromPath[str],
         page: Page = 1,
@@ -537,7 +577,7 @@ class RenderController(Controller):
         wait_for_seq: WaitForSeq = None,
     ) -> Response[dict[str, Any]]:
         await _wait(runtime, wait_for_seq)
-        await _job_row(runtime, job_id)
+        await _job_row(runtime, job_id, request)
         query = select(render_frames).where(render_frames.c.job_id == job_id)
         count = (
             select(func.count()).select_from(render_frames).where(render_frames.c.job_id == job_id)
@@ -567,13 +607,14 @@ class RenderController(Controller):
     @get("/render-jobs/{job_id:str}/frames/{frame:int}", opt=READ, summary="One frame")
     async def get_frame(
         self,
+        request: Request[Any, Any, Any],
         runtime: Rt,
         job_id: FromPath[str],
         frame: FromPath[int],
         wait_for_seq: WaitForSeq = None,
     ) -> Response[dict[str, Any]]:
         await _wait(runtime, wait_for_seq)
-        await _job_row(runtime, job_id)
+        await _job_row(runtime, job_id, request)
         async with runtime.sessions() as session:
             row = (
                 await session.execute(
@@ -685,10 +726,14 @@ class RenderController(Controller):
         summary="Assets of a job's scene, from its analysis",
     )
     async def assets(
-        self, runtime: Rt, job_id: FromPath[str], wait_for_seq: WaitForSeq = None
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Rt,
+        job_id: FromPath[str],
+        wait_for_seq: WaitForSeq = None,
     ) -> Response[dict[str, Any]]:
         await _wait(runtime, wait_for_seq, RENDER, SCENES)
-        job = await _job_row(runtime, job_id)
+        job = await _job_row(runtime, job_id, request)
         analysis = await _analysis(runtime, job.scene_file_hash) if job.scene_file_hash else None
         listed = [
             {

@@ -14,9 +14,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
 import nats
 import xxhash
+
+from api.polling_client import api_client
 
 
 @dataclass
@@ -54,8 +55,8 @@ class NatsTransport:
 
 
 class HttpTransport:
-    def __init__(self, api: str) -> None:
-        self.http = httpx.AsyncClient(base_url=f"{api.rstrip('/')}/api/v1", timeout=30)
+    def __init__(self, api: str, api_key: str | None) -> None:
+        self.http = api_client(api.rstrip("/"), api_key, 30)
 
     async def call(self, verb: str, body: dict[str, Any]) -> dict[str, Any] | None:
         if verb == "lease":
@@ -134,6 +135,7 @@ async def run_nodes(
     count: int,
     nats_url: str | None,
     api: str | None,
+    api_key: str | None = None,
     frame_time: tuple[float, float],
     failure_rate: float,
     idle_exit_s: float | None,
@@ -146,7 +148,7 @@ async def run_nodes(
             transports.append(await NatsTransport.connect(nats_url))
         else:
             assert api is not None
-            transports.append(HttpTransport(api))
+            transports.append(HttpTransport(api, api_key))
     rng = random.Random(seed)
     nodes = [
         SimulatedNode(

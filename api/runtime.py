@@ -29,6 +29,7 @@ from handlers.projector import ProjectionProgress, start_projection
 from handlers.render import FrameScheduler
 from handlers.violations import seed_violations
 from handlers.webhooks import Dispatcher, start_dispatcher
+from projections.access import API_KEYS
 from projections.base import Projection, create_tables
 from projections.deployments import DEPLOYMENTS, WEBHOOKS
 from projections.files import CONTENTS, FILES, VIOLATIONS_CATALOGUE
@@ -52,6 +53,7 @@ PROJECTIONS: tuple[Projection, ...] = (
     CONTENTS,
     VIOLATIONS_CATALOGUE,
     UPLOADS,
+    API_KEYS,
 )
 
 
@@ -82,8 +84,12 @@ class Runtime:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.nats_url = s.nats_url or await self._start_embedded()
-        self.store = await EventStore.connect(self.nats_url, StreamSettings(name=s.stream))
-        idempotency = await IdempotencyRecords.open(self.store.js, f"{s.stream}_idempotency")
+        self.store = await EventStore.connect(
+            self.nats_url, StreamSettings(name=s.stream, replicas=s.stream_replicas)
+        )
+        idempotency = await IdempotencyRecords.open(
+            self.store.js, f"{s.stream}_idempotency", replicas=s.stream_replicas
+        )
         self.commands = CommandService(self.store, idempotency)
         self.engine = create_engine(s.db_url or default_sqlite_url(s.data_dir.resolve()))
         self.sessions = session_factory(self.engine)

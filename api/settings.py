@@ -26,6 +26,7 @@ class Settings:
     data_dir: Path = Path("data")
     db_url: str | None = None
     stream: str = "JETFLOW"
+    stream_replicas: int = 1
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     lease_grace_s: float = 30.0
@@ -51,6 +52,7 @@ class Settings:
     refer_max_s: float = 600.0
     refer_max_holders: int = 10
     violations_file: Path | None = None
+    key_cache_s: float = 5.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -59,6 +61,7 @@ class Settings:
             data_dir=Path(_env("JETFLOW_DATA_DIR", "data")),
             db_url=os.environ.get("JETFLOW_DB_URL") or None,
             stream=_env("JETFLOW_STREAM", "JETFLOW"),
+            stream_replicas=int(_env("JETFLOW_STREAM_REPLICAS", "1")),
             http_host=_env("JETFLOW_HOST", "127.0.0.1"),
             http_port=int(_env("JETFLOW_PORT", "8000")),
             lease_grace_s=float(_env("JETFLOW_LEASE_GRACE_S", "30")),
@@ -84,4 +87,5 @@ class Settings:
             refer_max_s=float(_env("JETFLOW_REFER_MAX_S", "600")),
             refer_max_holders=int(_env("JETFLOW_REFER_MAX_HOLDERS", "10")),
             violations_file=Path(p) if (p := os.environ.get("JETFLOW_VIOLATIONS")) else None,
+            key_cache_s=float(_env("JETFLOW_KEY_CACHE_S", "5")),
         )

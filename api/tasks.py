@@ -12,7 +12,7 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, and_, func, select
 
 from api import consistency
 from api.errors import ApiError
@@ -28,8 +28,12 @@ from api.http import (
     WaitForSeq,
     accepted,
     command_context,
+    owned_by_caller,
+    owner_scope,
     path_id,
+    scoped,
     utc,
+    visible,
 )
 from domain.tasks import TaskStatus
 from handlers.tasks import (
@@ -100,7 +104,9 @@ class TaskController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any]]:
         outcome = await submit_task(
-            runtime.commands, data, command_context(request, idempotency_key)
+            runtime.commands,
+            owned_by_caller(request, data),
+            command_context(request, idempotency_key),
         )
         return accepted(
             outcome,
@@ -111,19 +117,24 @@ class TaskController(Controller):
 
     @get("/tasks/{task_id:str}", opt=READ, summary="One task")
     async def get_task(
-        self, runtime: Rt, task_id: FromPath[str], wait_for_seq: WaitForSeq = None
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Rt,
+        task_id: FromPath[str],
+        wait_for_seq: WaitForSeq = None,
     ) -> dict[str, Any]:
         if wait_for_seq:
             await consistency.wait_for_seq(runtime, (TASKS,), wait_for_seq)
         async with runtime.sessions() as session:
             row = (await session.execute(select(tasks).where(tasks.c.task_id == task_id))).first()
-        if row is None:
+        if row is None or not visible(request, row.owner):
             raise ApiError(404, "task_not_found", f"Task {task_id} not found")
         return task_view(row)
 
     @get("/tasks", opt=READ, summary="Tasks, newest first, paginated")
     async def list_tasks(
         self,
+        request: Request[Any, Any, Any],
         runtime: Rt,
         status: FromQuery[TaskStatus | None] = None,
         page: Page = 1,
@@ -132,8 +143,8 @@ class TaskController(Controller):
     ) -> dict[str, Any]:
         if wait_for_seq:
             await consistency.wait_for_seq(runtime, (TASKS,), wait_for_seq)
-        query = select(tasks)
-        count = select(func.count()).select_from(tasks)
+        query = scoped(select(tasks), tasks.c.owner, request)
+        count = scoped(select(func.count()).select_from(tasks), tasks.c.owner, request)
         if status is not None:
             query = query.where(tasks.c.status == status.value)
             count = count.where(tasks.c.status == status.value)
@@ -280,6 +291,7 @@ class TaskController(Controller):
     @get("/results", opt=READ, summary="Results of completed tasks, newest first")
     async def results(
         self,
+        request: Request[Any, Any, Any],
         runtime: Rt,
         page: Page = 1,
         page_size: PageSize = 50,
@@ -288,6 +300,9 @@ class TaskController(Controller):
         if wait_for_seq:
             await consistency.wait_for_seq(runtime, (TASKS,), wait_for_seq)
         done = tasks.c.status == TaskStatus.COMPLETED.value
+        scope = owner_scope(request)
+        if scope is not None:
+            done = and_(done, tasks.c.owner == scope)
         async with runtime.sessions() as session:
             rows = (
                 await session.execute(
@@ -310,7 +325,9 @@ class TaskController(Controller):
         }
 
     @get("/stats", opt=READ, summary="Counts by status, run times, throughput and nodes")
-    async def stats(self, runtime: Rt, wait_for_seq: WaitForSeq = None) -> dict[str, Any]:
+    async def stats(
+        self, request: Request[Any, Any, Any], runtime: Rt, wait_for_seq: WaitForSeq = None
+    ) -> dict[str, Any]:
         if wait_for_seq:
             await consistency.wait_for_seq(runtime, (TASKS, NODES), wait_for_seq)
         hour_ago = datetime.now(UTC) - timedelta(hours=1)
@@ -319,19 +336,25 @@ class TaskController(Controller):
             by_status = dict(
                 (
                     await session.execute(
-                        select(tasks.c.status, func.count()).group_by(tasks.c.status)
+                        scoped(
+                            select(tasks.c.status, func.count()), tasks.c.owner, request
+                        ).group_by(tasks.c.status)
                     )
                 ).all()
             )
             avg_time, compute_s = (
                 await session.execute(
-                    select(func.avg(tasks.c.run_time_s), func.sum(tasks.c.run_time_s)).where(
-                        completed
-                    )
+                    scoped(
+                        select(func.avg(tasks.c.run_time_s), func.sum(tasks.c.run_time_s)),
+                        tasks.c.owner,
+                        request,
+                    ).where(completed)
                 )
             ).one()
             last_hour = await session.scalar(
-                select(func.count()).where(completed, tasks.c.finished_at >= hour_ago)
+                scoped(select(func.count()), tasks.c.owner, request).where(
+                    completed, tasks.c.finished_at >= hour_ago
+                )
             )
             node_rows = (await session.execute(select(nodes.c.node_id, nodes.c.status))).all()
             held = await _tasks_held(session)

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from api import consistency
 from api.errors import ApiError
-from api.http import Rt, WaitForSeq, accepted, command_context, utc
+from api.http import ADMIN, AUTHENTICATED, Rt, WaitForSeq, accepted, command_context, utc
 from domain.violations import Code, Description, Name, ViolationEntry
 from handlers.violations import add_violation, change_violation, remove_violation
 from projections.files import VIOLATIONS_CATALOGUE, violations
@@ -48,14 +48,14 @@ class ViolationController(Controller):
     path = "/api/v1/violations"
     tags = ["violations"]
 
-    @get("/", summary="The violation catalogue, by code")
+    @get("/", opt=AUTHENTICATED, summary="The violation catalogue, by code")
     async def catalogue(self, runtime: Rt, wait_for_seq: WaitForSeq = None) -> list[dict[str, Any]]:
         await _wait(runtime, wait_for_seq)
         async with runtime.sessions() as session:
             rows = (await session.execute(select(violations).order_by(violations.c.code))).all()
         return [_view(r) for r in rows]
 
-    @get("/{code:str}", summary="One violation category")
+    @get("/{code:str}", opt=AUTHENTICATED, summary="One violation category")
     async def one(
         self, runtime: Rt, code: FromPath[str], wait_for_seq: WaitForSeq = None
     ) -> dict[str, Any]:
@@ -68,7 +68,7 @@ class ViolationController(Controller):
             raise ApiError(404, "violation_not_found", f"Violation {code} not found")
         return _view(row)
 
-    @post("/", status_code=202, summary="Add a category (409 violation_exists)")
+    @post("/", opt=ADMIN, status_code=202, summary="Add a category (409 violation_exists)")
     async def add(
         self, request: Request[Any, Any, Any], runtime: Rt, data: JSONBody[NewViolation]
     ) -> Response[dict[str, Any]]:
@@ -76,7 +76,9 @@ class ViolationController(Controller):
         outcome = await add_violation(runtime.commands, entry, command_context(request, None))
         return accepted(outcome, code=data.code)
 
-    @put("/{code:str}", status_code=202, summary="Change a category's name or description")
+    @put(
+        "/{code:str}", opt=ADMIN, status_code=202, summary="Change a category's name or description"
+    )
     async def change(
         self,
         request: Request[Any, Any, Any],
@@ -90,7 +92,7 @@ class ViolationController(Controller):
         outcome = await change_violation(runtime.commands, entry, command_context(request, None))
         return accepted(outcome, code=code)
 
-    @delete("/{code:str}", status_code=202, summary="Remove a category")
+    @delete("/{code:str}", opt=ADMIN, status_code=202, summary="Remove a category")
     async def remove(
         self, request: Request[Any, Any, Any], runtime: Rt, code: FromPath[str]
     ) -> Response[dict[str, Any]]:

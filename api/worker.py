@@ -28,18 +28,18 @@ class Worker(PollingClient):
         api: str,
         node_id: str | None = None,
         *,
+        api_key: str | None = None,
         poll_s: float = 1.0,
         heartbeat_s: float = 5.0,
         max_tasks: int = 0,
     ) -> None:
-        super().__init__(poll_s=poll_s)
-        self.api = api.rstrip("/")
+        super().__init__(api, api_key, poll_s=poll_s)
         self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}".replace(".", "-")
         self.heartbeat_s = heartbeat_s
         self.max_tasks = max_tasks
 
     async def run(self) -> None:
-        async with httpx.AsyncClient(base_url=f"{self.api}/api/v1", timeout=30) as http:
+        async with self.client(timeout=30) as http:
             beats = asyncio.create_task(self._heartbeats(http))
             try:
                 while not self.stopping:

@@ -30,6 +30,8 @@ class Policy(StrEnum):
     read = "read"  # read projections and live feeds (own aggregates unless admin)
     operate = "operate"  # start, cancel, pause, resume, deploy, upload (own aggregates)
     work = "work"  # what worker nodes, render nodes and deploy agents report
+    contribute = "contribute"  # analysis results: owners (operators) and analysers (workers)
+    authenticated = "authenticated"  # any valid credential (downloads by refer key)
     admin = "admin"  # keys, catalogues, anything across users
 
 
@@ -38,6 +40,8 @@ ALLOWED: dict[Policy, frozenset[Role]] = {
     Policy.read: frozenset({Role.admin, Role.operator, Role.viewer}),
     Policy.operate: frozenset({Role.admin, Role.operator}),
     Policy.work: frozenset({Role.admin, Role.worker}),
+    Policy.contribute: frozenset({Role.admin, Role.operator, Role.worker}),
+    Policy.authenticated: frozenset(Role),
     Policy.admin: frozenset({Role.admin}),
 }
 

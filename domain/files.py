@@ -302,6 +302,7 @@ class ReferChain:
 @dataclass(frozen=True)
 class FileState:
     exists: bool = False
+    owner: str | None = None
     status: FileStatus = FileStatus.PENDING
     xxh3: str | None = None
     generation: int = 0
@@ -487,7 +488,7 @@ def _require_stored(state: FileState) -> None:
 def evolve(state: FileState, event: Event) -> FileState:
     match event:
         case FileRegistered():
-            return FileState(exists=True)
+            return FileState(exists=True, owner=event.owner)
         case FileProcessingStarted():
             return replace(state, status=FileStatus.PROCESSING, xxh3=event.xxh3)
         case FileStored() | FileDeduplicated():
@@ -558,6 +559,7 @@ FILE = Aggregate[FileState](
         RecommendationSaved,
     ),
     creates=(RegisterFile,),
+    owner_of=lambda state: state.owner,
 )
 
 

@@ -13,10 +13,11 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,12 @@ async def consume(
             try:
                 msgs = await sub.fetch(batch_size, timeout=wait_s)
             except (TimeoutError, NatsTimeoutError):
+                continue
+            except (ServiceUnavailableError, NoRespondersError) as unavailable:
+                # The consumer has no leader (a cluster node died) or JetStream is restarting:
+                # the durable consumer keeps our place, so wait and fetch again.
+                log.warning("consumer %s unavailable (%s); retrying", durable, unavailable)
+                await asyncio.sleep(RETRY_DELAY_S)
                 continue
             if not msgs:
                 continue

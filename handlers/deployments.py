@@ -114,6 +114,7 @@ async def start_deployment(
     context: CommandContext,
     *,
     limit: int,
+    owner: str,
 ) -> CommandOutcome:
     """Reserve a slot, then accept the deployment; give the slot back if acceptance fails."""
     now = _now()
@@ -134,7 +135,7 @@ async def start_deployment(
         skip_health_check=request.skip_health_check,
         callback_url=request.callback_url,
         metadata=request.metadata,
-        owner=context.metadata.actor,
+        owner=owner,
         at=now,
     )
     reserve = ReserveSlot(deployment_id=deployment_id, limit=limit)

@@ -24,8 +24,13 @@ from nats.js.errors import NotFoundError
 
 from adapters.nats_server import EmbeddedNatsServer
 from api.app import create_app
+from api.consistency import wait_for_seq
 from api.runtime import Runtime
 from api.settings import Settings
+from domain.access import Role
+from handlers.access import issue_api_key
+from handlers.projector import rebuild
+from projections.access import API_KEYS
 
 PG_ADMIN_DSN = os.environ.get("JETFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -61,15 +66,34 @@ async def postgres_database() -> AsyncIterator[str]:
 
 @dataclass
 class Service:
-    """A running jetflow service: runtime, HTTP server and a client bound to it."""
+    """A running jetflow service: runtime, HTTP server and a client bound to it.
+
+    ``http`` carries an admin key (user ``admin``); ``client_as`` gives clients of other users
+    and roles, with keys issued the way ``jetflow keys create`` issues them.
+    """
 
     runtime: Runtime
     http: httpx.AsyncClient
     base_url: str
     server: uvicorn.Server
     serve_task: asyncio.Task[None]
+    admin_key: str
+    projectors: bool
+    clients: list[httpx.AsyncClient]
+
+    async def key(self, role: str, user: str) -> str:
+        token, outcome = await issue_api_key(self.runtime.commands, Role(role), user)
+        await _key_usable(self.runtime, outcome.last_seq, self.projectors)
+        return token
+
+    async def client_as(self, role: str, user: str) -> httpx.AsyncClient:
+        client = api_client(self.base_url, await self.key(role, user))
+        self.clients.append(client)
+        return client
 
     async def stop(self) -> None:
+        for client in self.clients:
+            await client.aclose()
         await self.http.aclose()
         self.runtime.closing.set()  # as `jetflow serve` does on a signal: live feeds end
         self.server.should_exit = True
@@ -77,9 +101,25 @@ class Service:
         await self.runtime.stop()
 
 
+def api_client(base_url: str, key: str | None) -> httpx.AsyncClient:
+    headers = {"X-API-Key": key} if key else {}
+    return httpx.AsyncClient(base_url=f"{base_url}/api/v1", timeout=30, headers=headers)
+
+
+async def _key_usable(runtime: Runtime, seq: int, projectors: bool) -> None:
+    """A key works once the api_keys read model has it; without projectors, build it now."""
+    if projectors:
+        await wait_for_seq(runtime, (API_KEYS,), seq)
+    else:
+        await rebuild(runtime.store, runtime.engine, runtime.sessions, API_KEYS)
+
+
 async def start_service(settings: Settings, **start: bool) -> Service:
     runtime = Runtime(settings)
     await runtime.start(**start)
+    projectors = start.get("projectors", True)
+    admin_key, outcome = await issue_api_key(runtime.commands, Role.admin, "admin")
+    await _key_usable(runtime, outcome.last_seq, projectors)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
@@ -88,8 +128,9 @@ async def start_service(settings: Settings, **start: bool) -> Service:
     while not server.started:
         await asyncio.sleep(0.01)
     base = f"http://127.0.0.1:{port}"
-    http = httpx.AsyncClient(base_url=f"{base}/api/v1", timeout=30)
-    return Service(runtime, http, base, server, task)
+    return Service(
+        runtime, api_client(base, admin_key), base, server, task, admin_key, projectors, []
+    )
 
 
 async def delete_stream(runtime_settings: Settings, url: str) -> None:
@@ -117,6 +158,7 @@ async def settings(
         stream=f"T{uuid.uuid4().hex[:10].upper()}",
         lease_grace_s=30.0,
         timer_interval_s=0.2,
+        rate_limit_per_minute=100_000,
     )
     async with contextlib.AsyncExitStack() as stack:
         if backend == "postgresql":

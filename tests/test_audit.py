@@ -97,7 +97,7 @@ async def test_events_filtered_by_type_actor_and_time(service: Service) -> None:
     by_type = (await service.http.get("/audit/events", params={"type": "TaskAssigned"})).json()
     assert [e["aggregate_id"] for e in by_type["events"]] == [task["task_id"]]
 
-    timer = (await service.http.get("/audit/events", params={"actor": "http:anonymous"})).json()
+    timer = (await service.http.get("/audit/events", params={"actor": "user:admin"})).json()
     assert timer["count"] == 4
 
     later = (
@@ -142,7 +142,7 @@ async def test_the_events_command_lists_audits_and_exports(
 
     listed = await jetflow_events(service, "list", "--aggregate", "task", "--type", "TaskCompleted")
     [line] = listed.splitlines()
-    assert f"task/{tid}" in line and "TaskCompleted" in line and "by http:anonymous" in line
+    assert f"task/{tid}" in line and "TaskCompleted" in line and "by user:admin" in line
 
     history = await jetflow_events(service, "history", "task", tid)
     assert [line.split()[3] for line in history.splitlines()] == [

@@ -128,3 +128,10 @@ async def test_bad_query_parameters_are_field_errors(service: Service) -> None:
 
 async def test_unknown_route_is_an_enveloped_404(service: Service) -> None:
     await refused(service, "GET", "/nope", 404, "not_found")
+
+
+async def test_waiting_for_a_sequence_never_recorded_is_refused_at_once(service: Service) -> None:
+    error = await refused(
+        service, "GET", "/tasks", 422, "sequence_not_recorded", params={"wait_for_seq": 10**9}
+    )
+    assert "beyond the last recorded sequence" in error["message"]

@@ -94,6 +94,8 @@ async def run_agent(service: Service, plan: Path, work: Path, count: int = 1) ->
         "0.1",
         "--max-deployments",
         str(count),
+        "--api-key",
+        await service.key("worker", "deploy-agent"),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -314,8 +314,19 @@ async def test_downloads_honour_one_range(service: Service) -> None:
 # ---------------------------------------------------------------- refer keys
 
 
+_KEYS: dict[tuple[int, str], str] = {}
+
+
+async def as_user(service: Service, user: str) -> dict[str, str]:
+    """Headers of an analyser's viewer key: a refer key counts its authenticated users."""
+    cached = _KEYS.get((id(service), user))
+    if cached is None:
+        cached = _KEYS[(id(service), user)] = await service.key("viewer", user)
+    return {"X-API-Key": cached}
+
+
 async def download_by_key(service: Service, key: str, user: str) -> httpx.Response:
-    return await service.http.get(f"/download/{key}", headers={"X-Jetflow-User": user})
+    return await service.http.get(f"/download/{key}", headers=await as_user(service, user))
 
 
 async def test_refer_keys_rotate_stop_when_consumed_expire_and_are_reissued(
@@ -335,7 +346,7 @@ async def test_refer_keys_rotate_stop_when_consumed_expire_and_are_reissued(
         f"/download/{first}",
         410,
         "refer_key_superseded",
-        headers={"X-Jetflow-User": "analyser-1"},
+        headers=await as_user(service, "analyser-1"),
     )
     assert gone["message"]
     for _ in range(5):  # the key may rotate between reading it and using it
@@ -357,7 +368,7 @@ async def test_refer_keys_rotate_stop_when_consumed_expire_and_are_reissued(
         f"/download/{current}",
         410,
         "refer_key_expired",
-        headers={"X-Jetflow-User": "analyser-1"},
+        headers=await as_user(service, "analyser-1"),
     )
 
     reissued = await service.http.post(f"/files/{file_id}/refer-key")
@@ -367,7 +378,7 @@ async def test_refer_keys_rotate_stop_when_consumed_expire_and_are_reissued(
     assert reissued.json()["download_url"] == f"/api/v1/download/{fresh}"
     await refused(service, "POST", f"/files/{file_id}/refer-key", 409, "refer_key_live")
     ranged = await service.http.get(
-        f"/download/{fresh}", params={"user": "analyser-2"}, headers={"Range": "bytes=0-9"}
+        f"/download/{fresh}", headers={**await as_user(service, "analyser-2"), "Range": "bytes=0-9"}
     )
     assert ranged.status_code == 206 and ranged.content == DATA[:10]
     await refused(
@@ -376,7 +387,7 @@ async def test_refer_keys_rotate_stop_when_consumed_expire_and_are_reissued(
         f"/download/{current}",
         410,
         "refer_key_superseded",
-        headers={"X-Jetflow-User": "analyser-1"},
+        headers=await as_user(service, "analyser-1"),
     )
     history = await event_types(service, "file", file_id)
     assert history.count("ReferKeyConsumed") == 2 and history.count("ReferKeyExpired") == 1
@@ -394,7 +405,7 @@ async def test_at_most_ten_users_hold_a_refer_key(service: Service) -> None:
         f"/download/{key}",
         429,
         "refer_key_holder_limit",
-        headers={"X-Jetflow-User": "user-10"},
+        headers=await as_user(service, "user-10"),
     )
     assert "10" in error["message"]
     again = await download_by_key(service, key, "user-3")  # a holder downloads again
@@ -409,21 +420,20 @@ async def test_at_most_ten_users_hold_a_refer_key(service: Service) -> None:
         f"/download/{key}",
         429,
         "refer_key_holder_limit",
-        headers={"X-Jetflow-User": "user-3"},
+        headers=await as_user(service, "user-3"),
     )
     await refused(
         service, "DELETE", f"/files/{file_id}/refer-key/holders/user-3", 404, "holder_not_found"
     )
     holders = (await file_view(service, file_id)).json()["refer"]["holders"]
     assert len(holders) == 10 and "user-3" not in holders
-    await refused(service, "GET", f"/download/{key}", 400, "user_required")
     await refused(
         service,
         "GET",
         "/download/not-a-key-at-all-xyz",
         404,
         "refer_key_not_found",
-        headers={"X-Jetflow-User": "user-1"},
+        headers=await as_user(service, "user-1"),
     )
 
 
@@ -481,7 +491,9 @@ async def read_events(
 ) -> list[ServerSentEvent]:
     received: list[ServerSentEvent] = []
     async with (
-        httpx.AsyncClient(base_url=service.base_url, timeout=10) as client,
+        httpx.AsyncClient(
+            base_url=service.base_url, timeout=10, headers={"X-API-Key": service.admin_key}
+        ) as client,
         aconnect_sse(
             client, "GET", f"/api/v1/files/{file_id}/events", headers=headers or {}
         ) as source,

@@ -29,7 +29,9 @@ async def read_sse(
 ) -> list[ServerSentEvent]:
     received: list[ServerSentEvent] = []
     async with (
-        httpx.AsyncClient(base_url=service.base_url, timeout=10) as client,
+        httpx.AsyncClient(
+            base_url=service.base_url, timeout=10, headers={"X-API-Key": service.admin_key}
+        ) as client,
         aconnect_sse(
             client, "GET", "/api/v1/events/stream", params=params, headers=headers or {}
         ) as source,
@@ -81,7 +83,7 @@ async def test_sse_filters_by_aggregate_id_and_event_type(service: Service) -> N
     assert int(only.id) == cancel.json()["seq"]
     event = json.loads(only.data)
     assert (event["type"], event["aggregate_id"]) == ("TaskCancelled", watched["task_id"])
-    assert event["actor"] == "http:anonymous"
+    assert event["actor"] == "user:admin"
 
 
 async def test_sse_refuses_a_bad_filter_with_the_error_envelope(service: Service) -> None:
@@ -91,6 +93,7 @@ async def test_sse_refuses_a_bad_filter_with_the_error_envelope(service: Service
 
 
 def ws_url(service: Service, **params: Any) -> str:
+    params.setdefault("token", service.admin_key)
     query = "&".join(f"{k}={v}" for k, v in params.items())
     return f"{service.base_url.replace('http', 'ws', 1)}/api/v1/events/ws?{query}"
 

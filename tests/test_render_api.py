@@ -361,8 +361,11 @@ async def test_simulated_render_nodes_drive_a_job_to_the_end(
 ) -> None:
     created = await create(service, total_frames=200, test_frames="1,100", max_frame_retries=3)
     await job(service, created["id"], created["seq"])
+    key = await service.key("worker", "render-farm")
     where = (
-        ["--nats", service.runtime.nats_url] if transport == "nats" else ["--api", service.base_url]
+        ["--nats", service.runtime.nats_url]
+        if transport == "nats"
+        else ["--api", service.base_url, "--api-key", key]
     )
     nodes = await asyncio.create_subprocess_exec(
         JETFLOW,

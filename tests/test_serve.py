@@ -42,6 +42,36 @@ async def until_healthy(http: httpx.AsyncClient, process: asyncio.subprocess.Pro
     raise AssertionError("jetflow serve never became healthy")
 
 
+async def create_key(env: dict[str, str], role: str, user: str) -> str:
+    """`jetflow keys create` joins the running service's embedded nats-server."""
+    keys = await asyncio.create_subprocess_exec(
+        JETFLOW,
+        "keys",
+        "create",
+        "--role",
+        role,
+        "--user",
+        user,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(keys.communicate(), 30)
+    assert keys.returncode == 0, err.decode()
+    return out.decode().strip()
+
+
+async def until_accepted(http: httpx.AsyncClient, path: str, body: object) -> httpx.Response:
+    """A new key works once the service's read model has applied it (moments later)."""
+    for _ in range(100):
+        answer = await http.post(path, json=body)
+        if answer.status_code != 401:
+            assert answer.status_code == 202, answer.text
+            return answer
+        await asyncio.sleep(0.05)
+    raise AssertionError("the new key was never accepted")
+
+
 async def stop(process: asyncio.subprocess.Process) -> tuple[int, str]:
     children = psutil.Process(process.pid).children(recursive=True)
     assert any("nats-server" in child.name() for child in children), "no embedded nats-server"
@@ -60,7 +90,10 @@ async def test_serve_with_embedded_nats_then_replay_then_serve_again(tmp_path: P
     async with httpx.AsyncClient(base_url=base, timeout=10) as http:
         serve = await start_serve(env)
         await until_healthy(http, serve)
-        submitted = (await http.post("/api/v1/tasks", json={"code": "print(1)"})).json()
+        anonymous = await http.post("/api/v1/tasks", json={"code": "print(1)"})
+        assert anonymous.status_code == 401
+        http.headers["X-API-Key"] = await create_key(env, "operator", "ann")
+        submitted = (await until_accepted(http, "/api/v1/tasks", {"code": "print(1)"})).json()
         task_id = submitted["task_id"]
         read = await http.get(f"/api/v1/tasks/{task_id}", params={"wait_for_seq": submitted["seq"]})
         assert read.json()["status"] == "pending"

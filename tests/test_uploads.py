@@ -137,7 +137,9 @@ async def test_tuspy_uploads_in_chunks_then_resumes_a_cut_upload(
     service: Service, tmp_path: Path
 ) -> None:
     source = source_file(tmp_path, 3 * 1024 * 1024 + 123)
-    client = TusClient(endpoint(service))
+    client = TusClient(
+        endpoint(service), headers={"X-API-Key": await service.key("operator", "ann")}
+    )
     uploader = client.uploader(
         str(source), chunk_size=256 * 1024, metadata={"filename": "a.bin", "owner": "alice"},
         upload_checksum=True,
@@ -146,7 +148,8 @@ async def test_tuspy_uploads_in_chunks_then_resumes_a_cut_upload(
     uid = upload_id(uploader.url)
     assert await stored_bytes(service, uid) == source.read_bytes()
     row = await read_model(service, uid)
-    assert (row["owner"], row["filename"], row["chunks"]) == ("alice", "a.bin", 13)
+    # the owner is whoever's key uploads; metadata cannot name another (only an admin's could)
+    assert (row["owner"], row["filename"], row["chunks"]) == ("ann", "a.bin", 13)
     chunks = await events_of(service, f"{uid}.ChunkReceived")
     assert [c.payload["offset"] for c in chunks] == [i * 256 * 1024 for i in range(13)]
     data = source.read_bytes()
@@ -179,6 +182,7 @@ async def test_a_connection_dropped_mid_patch_keeps_what_arrived_and_tuspy_resum
     _reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
         f"PATCH /api/v1/uploads/{uid} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
+        f"X-API-Key: {service.admin_key}\r\n"
         "Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
         f"Content-Length: {1024 * 1024}\r\n\r\n".encode()
     )
@@ -195,7 +199,7 @@ async def test_a_connection_dropped_mid_patch_keeps_what_arrived_and_tuspy_resum
         await asyncio.sleep(0.05)
     assert 0 < offset <= 300 * 1024
     assert service.runtime.blobs.staged_size(uid) == offset
-    client = TusClient(endpoint(service))
+    client = TusClient(endpoint(service), headers={"X-API-Key": service.admin_key})
     resumed = await asyncio.to_thread(
         client.uploader, str(source), url=f"{endpoint(service)}{uid}", chunk_size=400 * 1024
     )
@@ -210,6 +214,7 @@ async def test_tus_js_client_parallel_uploads_are_concatenated(
     source = source_file(tmp_path, 5 * 1024 * 1024 + 7)
     node = await asyncio.create_subprocess_exec(
         "node", str(tus_js_client), endpoint(service), str(source), "8",
+        env={**os.environ, "JETFLOW_API_KEY": await service.key("operator", "ann")},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(node.communicate(), 120)

@@ -49,6 +49,8 @@ async def test_the_worker_runs_tasks_and_reports_every_outcome(service: Service)
         "0.1",
         "--heartbeat",
         "0.5",
+        "--api-key",
+        await service.key("worker", "worker-1"),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
