@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 import pydantic_core
@@ -98,6 +98,32 @@ def _visibility(
     return OwnedEvents(runtime.store, principal.user)
 
 
+def sse_stream(
+    feed: LiveFeed, render: Callable[[RecordedEvent], Awaitable[ServerSentEventMessage | None]]
+) -> ServerSentEvent:
+    """A live feed as Server-Sent Events: ``render`` turns an event into a message or skips it;
+    keep-alives while idle, an ``overflow`` event when the client fell behind."""
+
+    async def messages() -> AsyncGenerator[ServerSentEventMessage, None]:
+        async with feed:
+            while True:
+                try:
+                    event = await feed.next(KEEPALIVE_S)
+                except FeedOverflow as overflow:
+                    yield ServerSentEventMessage(
+                        event="overflow", data=str(overflow), id=str(overflow.last_seq)
+                    )
+                    return
+                except FeedClosed:
+                    return
+                if event is None:
+                    yield ServerSentEventMessage(comment="keep-alive")
+                elif (message := await render(event)) is not None:
+                    yield message
+
+    return ServerSentEvent(messages())
+
+
 class EventFeedController(Controller):
     path = "/api/v1/events"
     tags = ["live"]
@@ -129,28 +155,14 @@ class EventFeedController(Controller):
         feed = _feed(runtime, aggregate, aggregate_id, event_type, start)
         shown = _visibility(runtime, request)
 
-        async def messages() -> AsyncGenerator[ServerSentEventMessage, None]:
-            async with feed:
-                while True:
-                    try:
-                        event = await feed.next(KEEPALIVE_S)
-                    except FeedOverflow as overflow:
-                        yield ServerSentEventMessage(
-                            event="overflow", data=str(overflow), id=str(overflow.last_seq)
-                        )
-                        return
-                    except FeedClosed:
-                        return
-                    if event is None:
-                        yield ServerSentEventMessage(comment="keep-alive")
-                        continue
-                    if shown is not None and not await shown.visible(event):
-                        continue
-                    yield ServerSentEventMessage(
-                        id=str(event.seq), event=event.type, data=_json(event.as_dict())
-                    )
+        async def render(event: RecordedEvent) -> ServerSentEventMessage | None:
+            if shown is not None and not await shown.visible(event):
+                return None
+            return ServerSentEventMessage(
+                id=str(event.seq), event=event.type, data=_json(event.as_dict())
+            )
 
-        return ServerSentEvent(messages())
+        return sse_stream(feed, render)
 
     @websocket("/ws", opt=READ, name="events_ws")
     async def ws(

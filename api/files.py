@@ -7,7 +7,6 @@ is the capability, so any role may use it, and the file's owner need not be the 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -19,12 +18,12 @@ from pydantic import TypeAdapter
 from sqlalchemy import Row, func, select
 
 from adapters.envelope import RecordedEvent
-from adapters.live_feed import FeedClosed, FeedFilter, FeedOverflow, LiveFeed
+from adapters.live_feed import FeedFilter, LiveFeed
 from api import consistency
 from api.auth import principal_of
 from api.downloads import blob_response
 from api.errors import ApiError
-from api.events import KEEPALIVE_S
+from api.events import sse_stream
 from api.http import (
     AUTHENTICATED,
     CONTRIBUTE,
@@ -37,6 +36,7 @@ from api.http import (
     accepted,
     caller,
     command_context,
+    page_rows,
     path_id,
     scoped,
     utc,
@@ -227,14 +227,8 @@ class FileController(Controller):
         if status is not None:
             query = query.where(files.c.status == status.value)
             count = count.where(files.c.status == status.value)
-        query = (
-            query.order_by(files.c.registered_at.desc(), files.c.file_id)
-            .limit(page_size)
-            .offset((page - 1) * page_size)
-        )
-        async with runtime.sessions() as session:
-            rows = (await session.execute(query)).all()
-            total = await session.scalar(count)
+        query = query.order_by(files.c.registered_at.desc(), files.c.file_id)
+        rows, total = await page_rows(runtime, query, count, page, page_size)
         return {
             "items": [file_view(r) for r in rows],
             "page": page,
@@ -358,24 +352,10 @@ class FileController(Controller):
             closing=runtime.closing,
         )
 
-        async def messages() -> AsyncGenerator[ServerSentEventMessage, None]:
-            async with feed:
-                while True:
-                    try:
-                        event = await feed.next(KEEPALIVE_S)
-                    except FeedOverflow as overflow:
-                        yield ServerSentEventMessage(
-                            event="overflow", data=str(overflow), id=str(overflow.last_seq)
-                        )
-                        return
-                    except FeedClosed:
-                        return
-                    if event is None:
-                        yield ServerSentEventMessage(data=None, comment="keep-alive")
-                    elif (message := sse_message(event)) is not None:
-                        yield message
+        async def render(event: RecordedEvent) -> ServerSentEventMessage | None:
+            return sse_message(event)
 
-        return ServerSentEvent(messages())
+        return sse_stream(feed, render)
 
     @post(
         "/files/{file_id:str}/comments",

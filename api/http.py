@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
@@ -10,7 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 from pydantic import BaseModel, StringConstraints, TypeAdapter
-from sqlalchemy import ColumnElement, Select
+from sqlalchemy import ColumnElement, Row, Select
 
 from adapters.envelope import Metadata
 from adapters.idempotency import CommandOutcome
@@ -117,6 +118,16 @@ def accepted(outcome: CommandOutcome, **body: Any) -> Response[dict[str, Any]]:
         status_code=HTTP_202_ACCEPTED,
         headers={SEQ_HEADER: str(outcome.last_seq)},
     )
+
+
+async def page_rows(
+    runtime: Runtime, query: Select[Any], count: Select[Any], page: int, page_size: int
+) -> tuple[Sequence[Row[Any]], int]:
+    """One page of ``query`` (already ordered) and the total ``count`` says it pages through."""
+    async with runtime.sessions() as session:
+        rows = (await session.execute(query.limit(page_size).offset((page - 1) * page_size))).all()
+        total = int(await session.scalar(count) or 0)
+    return rows, total
 
 
 def utc(value: datetime | None) -> str | None:

@@ -38,6 +38,7 @@ from api.http import (
     WaitForSeq,
     command_context,
     owned_by_caller,
+    page_rows,
     path_id,
     scoped,
     utc,
@@ -443,11 +444,7 @@ class RenderController(Controller):
         if status:
             query = query.where(render_jobs.c.status == status)
             count = count.where(render_jobs.c.status == status)
-        async with runtime.sessions() as session:
-            rows = (
-                await session.execute(query.limit(page_size).offset((page - 1) * page_size))
-            ).all()
-            total = int(await session.scalar(count) or 0)
+        rows, total = await page_rows(runtime, query, count, page, page_size)
         now = datetime.now(UTC)
         return ok(
             {
@@ -586,14 +583,8 @@ class RenderController(Controller):
             stored = "finished" if status == "completed" else status
             query = query.where(render_frames.c.status == stored)
             count = count.where(render_frames.c.status == stored)
-        query = (
-            query.order_by(render_frames.c.frame_number)
-            .limit(page_size)
-            .offset((page - 1) * page_size)
-        )
-        async with runtime.sessions() as session:
-            rows = (await session.execute(query)).all()
-            total = int(await session.scalar(count) or 0)
+        query = query.order_by(render_frames.c.frame_number)
+        rows, total = await page_rows(runtime, query, count, page, page_size)
         return ok(
             {
                 "items": [frame_view(r) for r in rows],

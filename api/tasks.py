@@ -30,6 +30,7 @@ from api.http import (
     command_context,
     owned_by_caller,
     owner_scope,
+    page_rows,
     path_id,
     scoped,
     utc,
@@ -148,14 +149,8 @@ class TaskController(Controller):
         if status is not None:
             query = query.where(tasks.c.status == status.value)
             count = count.where(tasks.c.status == status.value)
-        query = (
-            query.order_by(tasks.c.submitted_at.desc(), tasks.c.task_id)
-            .limit(page_size)
-            .offset((page - 1) * page_size)
-        )
-        async with runtime.sessions() as session:
-            rows = (await session.execute(query)).all()
-            total = await session.scalar(count)
+        query = query.order_by(tasks.c.submitted_at.desc(), tasks.c.task_id)
+        rows, total = await page_rows(runtime, query, count, page, page_size)
         return {
             "items": [task_view(r) for r in rows],
             "page": page,
