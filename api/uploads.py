@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from email.utils import format_datetime
@@ -50,7 +52,7 @@ from api.http import (
 from api.runtime import Runtime
 from domain.base import DomainError, NotFound
 from domain.uploads import UploadState, UploadStatus
-from handlers.errors import describe
+from handlers.errors import ErrorBody, describe
 from handlers.uploads import (
     CHECKSUM_ALGORITHMS,
     BodyInterrupted,
@@ -82,6 +84,15 @@ TUS_STATUS = {
     "upload_not_partial": 400,
 }
 _METADATA_KEY = re.compile(r"^[!-+\--~]+$")  # printable ASCII without space or comma
+_OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
+STORAGE_FULL = ErrorBody(
+    status=507,
+    code="insufficient_storage",
+    message="The server's storage is full: this request's bytes were not kept and nothing was "
+    "recorded; the upload keeps its offset, so resume it (HEAD, then PATCH) later",
+)
+
+log = logging.getLogger(__name__)
 
 
 def _tus_headers(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -98,6 +109,16 @@ def _with_tus(handler: Callable[..., Response[Any]]) -> Callable[..., Response[A
         return response
 
     return handle
+
+
+def _storage_error(request: Request[Any, Any, Any], exc: OSError) -> Response[Any]:
+    """A full disk is an operational condition, not a bug: the chunk path has already cut the
+    staged object back to the recorded offset, so the client is told to retry later (507, which
+    tus clients treat as retryable), and the log gets one line instead of a traceback."""
+    if exc.errno not in _OUT_OF_SPACE:
+        return EXCEPTION_HANDLERS[Exception](request, exc)  # type: ignore[no-any-return]
+    log.warning("%s %s: blob store full: %s", request.method, request.url.path, exc)
+    return error_response(STORAGE_FULL, {"Retry-After": "30"})
 
 
 def _bad_header(message: str) -> ApiError:
@@ -231,7 +252,9 @@ class UploadController(Controller):
     path = PREFIX
     tags = ["uploads"]
     request_max_body_size = None  # a chunk is bounded by its upload's length instead
-    exception_handlers = {kind: _with_tus(h) for kind, h in EXCEPTION_HANDLERS.items()}
+    exception_handlers = {
+        kind: _with_tus(h) for kind, h in {**EXCEPTION_HANDLERS, OSError: _storage_error}.items()
+    }
 
     @route(["/", "/{upload_id:str}"], http_method=HttpMethod.OPTIONS, opt=PUBLIC, status_code=204)
     async def advertise(self, runtime: Rt) -> Response[None]:
@@ -283,7 +306,17 @@ class UploadController(Controller):
             )
             if _has_body(request):  # creation-with-upload
                 _require_chunk_type(request)
-                state = await _write(request, runtime, upload_id, 0)
+                try:
+                    state = await _write(request, runtime, upload_id, 0)
+                except OSError as error:
+                    # The upload is recorded: answering 507 would hide its Location and leave an
+                    # orphan the client cannot resume. It is handed out at offset 0 instead, and
+                    # the client's PATCH of the same bytes is told whether the disk has room.
+                    if error.errno not in _OUT_OF_SPACE:
+                        raise
+                    log.warning(
+                        "upload %s created; its first bytes did not fit: %s", upload_id, error
+                    )
         headers = _state_headers(state)
         headers["Location"] = _location(request, upload_id)
         return Response(None, status_code=201, headers=headers)

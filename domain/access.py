@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import StringConstraints
 
-from domain.base import Aggregate, Command, Event, Invalid, NotFound, StateConflict
+from domain.base import Aggregate, Command, Event, Instant, Invalid, NotFound, StateConflict
 
 
 class Role(StrEnum):
@@ -68,12 +68,12 @@ class CreateApiKey(Command):
     role: Role
     digest: Digest
     label: Annotated[str, StringConstraints(max_length=200)] = ""
-    at: datetime
+    at: Instant
 
 
 class RevokeApiKey(Command):
     key_id: KeyId
-    at: datetime
+    at: Instant
 
 
 class ApiKeyCreated(Event):

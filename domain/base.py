@@ -11,12 +11,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict
+from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field
 
 # Where an aggregate's owner wants its events POSTed (the webhook dispatcher reads it).
 CallbackUrl = AnyHttpUrl
+
+# Times in commands come from clocks (the server's, the timers'): always timezone-aware, so
+# the durations between them are defined.
+Instant = AwareDatetime
+# Durations from settings are bounded, so a time plus one of them can never overflow.
+MAX_SECONDS = 10 * 365 * 86_400
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS)]
+PositiveSeconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
 
 # Aggregate ids become one token of a NATS subject: no dots, spaces or wildcards.
 AGGREGATE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"

@@ -24,6 +24,7 @@ from domain.base import (
     Aggregate,
     Command,
     Event,
+    Instant,
     Invalid,
     NotFound,
     StateConflict,
@@ -78,7 +79,7 @@ class StartDeployment(Command):
     callback_url: AnyHttpUrl | None = None
     metadata: dict[str, str] = {}
     owner: str = "anonymous"
-    at: datetime
+    at: Instant
 
 
 class ClaimDeployment(Command):
@@ -86,14 +87,14 @@ class ClaimDeployment(Command):
     agent_id: Annotated[str, StringConstraints(pattern=AGGREGATE_ID_PATTERN)]
     available: dict[ConcreteMode, bool]
     total_steps: Annotated[int, Field(ge=1, le=1000)]
-    at: datetime
+    at: Instant
 
 
 class StartStep(Command):
     deployment_id: DeploymentId
     index: Annotated[int, Field(ge=0)]
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    at: datetime
+    at: Instant
 
 
 class FinishStep(Command):
@@ -104,24 +105,24 @@ class FinishStep(Command):
     log_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None
     log_size: Annotated[int, Field(ge=0)] = 0
     error: Annotated[str, StringConstraints(max_length=4_000)] | None = None
-    at: datetime
+    at: Instant
 
 
 class CancelDeployment(Command):
     deployment_id: DeploymentId
-    at: datetime
+    at: Instant
 
 
 class AcknowledgeCancel(Command):
     """The agent stopped at a step boundary after a cancel."""
 
     deployment_id: DeploymentId
-    at: datetime
+    at: Instant
 
 
 class ExpireDeployment(Command):
     deployment_id: DeploymentId
-    at: datetime
+    at: Instant
 
 
 class ReserveSlot(Command):

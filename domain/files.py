@@ -31,8 +31,10 @@ from domain.base import (
     Command,
     Event,
     Gone,
+    Instant,
     Invalid,
     NotFound,
+    PositiveSeconds,
     StateConflict,
 )
 
@@ -76,14 +78,14 @@ class RegisterFile(Command):
     file_type: str | None
     length: int | None
     metadata: dict[str, str]
-    at: datetime
+    at: Instant
 
 
 class StartProcessing(Command):
     file_id: FileId
     length: Annotated[int, Field(ge=0)]
     xxh3: Digest
-    at: datetime
+    at: Instant
 
 
 class StoreFile(Command):
@@ -94,37 +96,37 @@ class StoreFile(Command):
     storage_path: str
     deduplicated: bool
     refer_key: ReferKey
-    rotate_s: Annotated[float, Field(gt=0)]
-    max_s: Annotated[float, Field(gt=0)]
-    at: datetime
+    rotate_s: PositiveSeconds
+    max_s: PositiveSeconds
+    at: Instant
 
 
 class FailFile(Command):
     file_id: FileId
     reason: str
-    at: datetime
+    at: Instant
 
 
 class IssueReferKey(Command):
     file_id: FileId
     refer_key: ReferKey
-    rotate_s: Annotated[float, Field(gt=0)]
-    max_s: Annotated[float, Field(gt=0)]
-    at: datetime
+    rotate_s: PositiveSeconds
+    max_s: PositiveSeconds
+    at: Instant
 
 
 class RotateReferKey(Command):
     file_id: FileId
     generation: int
     refer_key: ReferKey
-    rotate_s: Annotated[float, Field(gt=0)]
-    at: datetime
+    rotate_s: PositiveSeconds
+    at: Instant
 
 
 class ExpireReferKey(Command):
     file_id: FileId
     generation: int
-    at: datetime
+    at: Instant
 
 
 class UseReferKey(Command):
@@ -134,7 +136,7 @@ class UseReferKey(Command):
     refer_key: str
     user: UserId
     max_holders: Annotated[int, Field(ge=1)]
-    at: datetime
+    at: Instant
 
 
 class ReleaseHolder(Command):
@@ -150,7 +152,7 @@ class AddComment(Command):
     text: Text
     severity: Severity
     categories: list[CategoryCode]
-    at: datetime
+    at: Instant
 
 
 class SaveRecommendation(Command):
@@ -160,7 +162,7 @@ class SaveRecommendation(Command):
     categories: list[CategoryCode]
     user_comment: str | None
     analyser_comment: str | None
-    at: datetime
+    at: Instant
 
 
 class ClaimContent(Command):

@@ -13,7 +13,16 @@ from typing import Annotated
 
 from pydantic import Field
 
-from domain.base import Aggregate, Command, Event, Invalid, NotFound, StateConflict
+from domain.base import (
+    Aggregate,
+    Command,
+    Event,
+    Instant,
+    Invalid,
+    NotFound,
+    PositiveSeconds,
+    StateConflict,
+)
 from domain.tasks import NodeId
 
 
@@ -34,15 +43,15 @@ class NodeLoad(Command):
 
 class RecordHeartbeat(Command):
     node_id: NodeId
-    at: datetime
+    at: Instant
     resources: NodeResources | None = None
     current_load: NodeLoad | None = None
 
 
 class MarkNodeOffline(Command):
     node_id: NodeId
-    at: datetime
-    silence_s: Annotated[float, Field(gt=0)]
+    at: Instant
+    silence_s: PositiveSeconds
 
 
 class NodeJoined(Event):

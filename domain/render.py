@@ -31,6 +31,7 @@ from domain.base import (
     CallbackUrl,
     Command,
     Event,
+    Instant,
     Invalid,
     NotFound,
     StateConflict,
@@ -135,7 +136,7 @@ class CreateRenderJob(Command):
 class LeaseFrame(Command):
     job_id: JobId
     node_id: NodeId
-    at: datetime
+    at: Instant
 
 
 class FinishFrame(Command):
@@ -146,7 +147,7 @@ class FinishFrame(Command):
     output_size: Annotated[int, Field(ge=0)]
     output_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
     render_time: Annotated[float, Field(ge=0)]
-    at: datetime
+    at: Instant
 
 
 class FailFrame(Command):
@@ -154,14 +155,14 @@ class FailFrame(Command):
     frame: int
     node_id: NodeId
     error: Annotated[str, StringConstraints(min_length=1, max_length=4_000)]
-    at: datetime
+    at: Instant
 
 
 class TimeOutFrame(Command):
     job_id: JobId
     frame: int
     attempt: int
-    at: datetime
+    at: Instant
 
 
 class RetryFrame(Command):
@@ -186,7 +187,7 @@ class ExpireRenderJob(Command):
     """Sent by the timer when a job has run past its task_timeout."""
 
     job_id: JobId
-    at: datetime
+    at: Instant
 
 
 # ---------------------------------------------------------------- events

@@ -24,8 +24,10 @@ from domain.base import (
     Command,
     Event,
     Gone,
+    Instant,
     Invalid,
     NotFound,
+    Seconds,
     StateConflict,
 )
 
@@ -93,14 +95,14 @@ class SubmitTask(Command):
 class AssignTask(Command):
     task_id: TaskId
     node_id: NodeId
-    at: datetime
-    lease_grace_s: Annotated[float, Field(ge=0)] = 30.0
+    at: Instant
+    lease_grace_s: Seconds = 30.0
 
 
 class ReportProgress(Command):
     task_id: TaskId
     node_id: NodeId
-    at: datetime
+    at: Instant
     percent: Percent = 0.0
     message: Annotated[str, StringConstraints(max_length=1_000)] = ""
 
@@ -108,21 +110,21 @@ class ReportProgress(Command):
 class CompleteTask(Command):
     task_id: TaskId
     node_id: NodeId
-    at: datetime
+    at: Instant
     result: ResultText = ""
 
 
 class FailTask(Command):
     task_id: TaskId
     node_id: NodeId
-    at: datetime
+    at: Instant
     error: ResultText
 
 
 class ExpireLease(Command):
     task_id: TaskId
     attempt: int
-    at: datetime
+    at: Instant
 
 
 class RequeueTask(Command):

@@ -30,6 +30,7 @@ from domain.base import (
     Command,
     Event,
     Gone,
+    Instant,
     Invalid,
     NotFound,
     StateConflict,
@@ -68,21 +69,21 @@ class RecordChunk(Command):
     offset: Length
     length: Annotated[int, Field(gt=0)]
     xxh3: Digest
-    at: datetime
+    at: Instant
 
 
 class DeclareUploadLength(Command):
     upload_id: UploadId
     length: Length
     max_size: Annotated[int, Field(gt=0)]
-    at: datetime
+    at: Instant
 
 
 class CompleteUpload(Command):
     upload_id: UploadId
     length: Length
     xxh3: Digest
-    at: datetime
+    at: Instant
 
 
 class ConcatenateUploads(Command):
@@ -105,7 +106,7 @@ class TerminateUpload(Command):
 
 class ExpireUpload(Command):
     upload_id: UploadId
-    at: datetime
+    at: Instant
 
 
 # ---------------------------------------------------------------- events
