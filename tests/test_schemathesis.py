@@ -38,8 +38,10 @@ async def test_no_request_gets_a_server_error(service: Service, tmp_path: Path) 
         "15",
         "--seed",
         "7",
+        # One worker: with two, CPython 3.11 can fail inside hypothesis's lambda-source
+        # inspection ("AST constructor recursion depth mismatch"), a crash of the tool itself.
         "--workers",
-        "2",
+        "1",
         "--request-timeout",
         "20",
         "--report-dir",
@@ -51,7 +53,7 @@ async def test_no_request_gets_a_server_error(service: Service, tmp_path: Path) 
     out, _ = await asyncio.wait_for(run.communicate(), 600)
     report = out.decode(errors="replace")
     failing = [line for line in report.splitlines() if line.startswith("___") or "[5" in line]
-    assert run.returncode == 0, "\n".join(failing) + report[-3000:]
+    assert run.returncode == 0, "\n".join(failing) + report[-6000:]
     counted = re.search(r"(\d+) generated, (\d+) passed", report)
     assert counted, report[-3000:]
     assert int(counted.group(1)) > 500  # every operation was exercised, not skipped
