@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import nats
+from common import emit, load_average
 
 from adapters.envelope import Metadata, encode
 from adapters.nats_server import EmbeddedNatsServer
@@ -133,16 +134,20 @@ async def main(count: int) -> None:
         async with EmbeddedNatsServer(root / "nats") as server:
             body = encode("task", "bench-0", sample_event("bench-0"), Metadata(actor="bench"))
             raw_rate = await raw_publish(server.url, count, body)
+            loads = {"raw_publish": load_average()}
             settings = replace(Settings(), nats_url=server.url, data_dir=root / "data")
             runtime = Runtime(settings)
             await runtime.open()
             try:
                 cmd_rate = await command_path(runtime, count)
+                loads["command_path"] = load_average()
                 load_ms = await aggregate_load(runtime)
                 proj_rate = await projector(runtime, count + 1001)
+                loads["projector"] = load_average()
             finally:
                 await runtime.stop()
         sqlite_rate = raw_sqlite(root / "raw.db", count)
+        loads["raw_sqlite"] = load_average()
     print(f"events: {count}, {IN_FLIGHT} in flight, event size {len(body)} bytes")
     print(f"raw nats-py JetStream publish_async : {raw_rate:10,.0f} events/s")
     print(
@@ -155,6 +160,19 @@ async def main(count: int) -> None:
         f"  ({proj_rate / sqlite_rate:.0%} of raw)"
     )
     print(f"load of a 1,001-event aggregate     : {load_ms:10.1f} ms (median of 20)")
+    emit(
+        "foundation",
+        {
+            "events": count,
+            "event_bytes": len(body),
+            "raw_publish_eps": raw_rate,
+            "command_path_eps": cmd_rate,
+            "raw_sqlite_rps": sqlite_rate,
+            "projector_eps": proj_rate,
+            "aggregate_load_ms": load_ms,
+            "loads": loads,
+        },
+    )
 
 
 if __name__ == "__main__":

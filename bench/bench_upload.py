@@ -29,6 +29,7 @@ from pathlib import Path
 import httpx
 import psutil
 import xxhash
+from common import emit, load_average
 
 JETFLOW = str(Path(sys.executable).parent / "jetflow")
 MIB = 1024 * 1024
@@ -106,10 +107,28 @@ async def upload_part(http: httpx.AsyncClient, path: Path, start: int, length: i
     return url
 
 
-async def upload(base: str, path: Path, size: int, parts: int) -> tuple[float, float]:
+async def admin_key(env: dict[str, str], base: str) -> str:
+    """Issue a key the way an operator does (`jetflow keys create`, which joins the service's
+    embedded nats-server), then wait until the service's key read model accepts it."""
+    created = await asyncio.create_subprocess_exec(
+        JETFLOW, "keys", "create", "--role", "admin", "--user", "bench", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    out, _ = await created.communicate()
+    key = out.decode().strip().splitlines()[-1]
+    async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": key}) as http:
+        for _ in range(100):
+            if (await http.get("/api/v1/uploads/none", headers=TUS)).status_code == 404:
+                return key
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the issued API key was never accepted")
+
+
+async def upload(base: str, key: str, path: Path, size: int, parts: int) -> tuple[float, float]:
     bounds = [size * i // parts for i in range(parts + 1)]
     timeout = httpx.Timeout(600.0)
-    async with httpx.AsyncClient(base_url=base, timeout=timeout) as http:
+    headers = {"X-API-Key": key}
+    async with httpx.AsyncClient(base_url=base, timeout=timeout, headers=headers) as http:
         started = time.perf_counter()
         urls = await asyncio.gather(
             *(upload_part(http, path, a, b - a) for a, b in itertools.pairwise(bounds))
@@ -134,11 +153,17 @@ def timed_cp(source: Path) -> float:
     return elapsed
 
 
-async def run(source: Path, size: int, digest: str, cp_s: float, parts: int) -> None:
+async def run(
+    source: Path, size: int, digest: str, cp_s: float, cp_load: tuple[float, ...], parts: int
+) -> None:
     root = source.parent
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "JETFLOW_"))}
-    env.update(JETFLOW_DATA_DIR=str(root / "data"), JETFLOW_PORT=str(port))
+    env.update(
+        JETFLOW_DATA_DIR=str(root / "data"),
+        JETFLOW_PORT=str(port),
+        JETFLOW_RATE_LIMIT_PER_MINUTE="1000000",
+    )
     serve = await asyncio.create_subprocess_exec(
         JETFLOW, "serve", env=env, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
@@ -146,11 +171,12 @@ async def run(source: Path, size: int, digest: str, cp_s: float, parts: int) -> 
     base = f"http://127.0.0.1:{port}"
     try:
         await until_healthy(base)
+        key = await admin_key(env, base)
         rss = PeakRss(serve.pid)
         baseline = rss.peak
         cpu_before = sum(rss.process.cpu_times()[:2])
         rss.start()
-        parts_s, join_s = await upload(base, source, size, parts)
+        parts_s, join_s = await upload(base, key, source, size, parts)
         rss.done.set()
         rss.join()
         cpu_s = sum(rss.process.cpu_times()[:2]) - cpu_before
@@ -169,6 +195,22 @@ async def run(source: Path, size: int, digest: str, cp_s: float, parts: int) -> 
     print(f"server CPU (user+system) : {cpu_s:6.2f} s")
     print(f"server RSS               : {baseline / MIB:.0f} MiB before, peak growth "
           f"{(rss.peak - baseline) / MIB:.0f} MiB")  # fmt: skip
+    emit(
+        "upload",
+        {
+            "bytes": size,
+            "parts": parts,
+            "cp_mbps": mb / cp_s,
+            "upload_mbps": mb / total_s,
+            "parts_mbps": mb / parts_s,
+            "join_mbps": mb / join_s,
+            "server_cpu_s": cpu_s,
+            "rss_before_mib": baseline / MIB,
+            "rss_peak_mib": rss.peak / MIB,
+            "rss_growth_mib": (rss.peak - baseline) / MIB,
+            "cp_load": cp_load,
+        },
+    )
 
 
 def main() -> None:
@@ -184,7 +226,8 @@ def main() -> None:
         try:
             digest = make_file(source, gib * 2**30)
             cp_s = timed_cp(source)
-            asyncio.run(run(source, gib * 2**30, digest, cp_s, args.parts))
+            cp_load = load_average()
+            asyncio.run(run(source, gib * 2**30, digest, cp_s, cp_load, args.parts))
         finally:
             shutil.rmtree(root)
 
