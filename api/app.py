@@ -48,7 +48,7 @@ def create_app(runtime: Runtime) -> Litestar:
         dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
-            rate_limit(runtime.settings.rate_limit_per_minute).middleware,
+            rate_limit(runtime.settings.rate_limit_per_minute),
             DefineMiddleware(AuthMiddleware),
         ],
         guards=[policy_guard],

@@ -17,12 +17,17 @@ from litestar.enums import HttpMethod
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers import HTTPRouteHandler
 from litestar.handlers.base import BaseRouteHandler
-from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
-from litestar.middleware.rate_limit import RateLimitConfig
+from litestar.middleware import (
+    AbstractAuthenticationMiddleware,
+    AuthenticationResult,
+    DefineMiddleware,
+)
+from litestar.types import Scope
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 
 from adapters.credentials import InvalidToken, JwtVerifier, parse_api_key
+from api.rate_limit import FixedWindowLimiter, RateLimitMiddleware
 from api.runtime import Runtime
 from domain.access import Policy, Role, UserName, allowed, sees_everything
 from projections.access import api_keys
@@ -150,22 +155,20 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | 
     return user if isinstance(user, Principal) else None
 
 
-def rate_limit(per_minute: int) -> RateLimitConfig:
+def rate_limit(per_minute: int) -> DefineMiddleware:
     """Per credential (the anonymous share one bucket per address); headers as in the seed."""
 
-    def identify(request: Any) -> str:
-        token = presented_token(request)
+    def identify(scope: Scope) -> str:
+        connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope)
+        token = presented_token(connection)
         if token is None:
-            return f"addr:{request.client.host if request.client else 'unknown'}"
+            return f"addr:{connection.client.host if connection.client else 'unknown'}"
         presented = parse_api_key(token)
         return f"key:{presented.key_id}" if presented else f"token:{hash(token)}"
 
-    return RateLimitConfig(
-        rate_limit=("minute", per_minute),
-        identifier_for_request=identify,
-        exclude=["/schema"],
-        rate_limit_limit_header_key="X-RateLimit-Limit",
-        rate_limit_remaining_header_key="X-RateLimit-Remaining",
-        rate_limit_reset_header_key="X-RateLimit-Reset",
-        rate_limit_policy_header_key="X-RateLimit-Policy",
+    return DefineMiddleware(
+        RateLimitMiddleware,
+        limiter=FixedWindowLimiter(per_minute),
+        identify=identify,
+        exclude=("/schema",),
     )

@@ -27,6 +27,7 @@ from litestar.routes import HTTPRoute, WebSocketRoute
 
 from api.app import create_app
 from api.auth import route_policy
+from api.rate_limit import FixedWindowLimiter
 from domain.access import ALLOWED, Policy, Role
 from tests.conftest import Service, api_client
 from tests.test_serve import JETFLOW
@@ -363,3 +364,12 @@ async def test_keys_are_created_listed_and_revoked_from_the_command_line(
             break
         await asyncio.sleep(0.05)
     assert (await service.http.get("/tasks", headers=headers)).status_code == 401
+
+
+async def test_a_rate_limit_window_refills_when_it_ends() -> None:
+    limiter = FixedWindowLimiter(2, window_s=60)
+    assert limiter.take("k", now=0.0) == (True, 1, 60)
+    assert limiter.take("k", now=10.0) == (True, 0, 50)
+    assert limiter.take("k", now=59.5) == (False, 0, 1)
+    assert limiter.take("other", now=59.5) == (True, 1, 60)  # keys are counted apart
+    assert limiter.take("k", now=60.0) == (True, 1, 60)
