@@ -202,6 +202,7 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated subset: foundation,replay,latency,upload")
     parser.add_argument("--out", type=Path, default=BENCH / "results.md")
     args = parser.parse_args()
+    args.dirty_at_start = git("status", "--porcelain")
     wanted = (
         set(args.only.split(",")) if args.only else {"foundation", "replay", "latency", "upload"}
     )
