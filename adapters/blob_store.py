@@ -41,8 +41,6 @@ class BlobStore(Protocol):
 
     def put_bytes(self, data: bytes) -> StoredBlob: ...
 
-    async def put_stream(self, chunks: AsyncIterable[bytes]) -> StoredBlob: ...
-
     def compose(self, digests: Iterable[str]) -> StoredBlob:
         """Store the concatenation of existing blobs as a blob of its own."""
         ...
@@ -80,50 +78,15 @@ class LocalBlobStore:
 
     def put_bytes(self, data: bytes) -> StoredBlob:
         digest = xxhash.xxh3_128_hexdigest(data)
-        target = self.path(digest)
-        if not target.exists():
-            self._write_atomically(target, iter([data]))
-        return StoredBlob(digest, len(data))
-
-    async def put_stream(self, chunks: AsyncIterable[bytes]) -> StoredBlob:
-        hasher = xxhash.xxh3_128()
-        size = 0
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".incoming-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                async for chunk in chunks:
-                    hasher.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
-            digest = hasher.hexdigest()
-            target = self.path(digest)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, target)
-        finally:
-            _discard(tmp)
-        return StoredBlob(digest, size)
+        if self.exists(digest):
+            return StoredBlob(digest, len(data))
+        return self._store([data])
 
     def read(self, digest: str) -> bytes:
         return self.path(digest).read_bytes()
 
     def compose(self, digests: Iterable[str]) -> StoredBlob:
-        hasher = xxhash.xxh3_128()
-        size = 0
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".incoming-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for digest in digests:
-                    for chunk in _read_chunks(self.path(digest)):
-                        hasher.update(chunk)
-                        size += len(chunk)
-                        out.write(chunk)
-            digest = hasher.hexdigest()
-            target = self.path(digest)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, target)
-        finally:
-            _discard(tmp)
-        return StoredBlob(digest, size)
+        return self._store(chunk for digest in digests for chunk in _read_chunks(self.path(digest)))
 
     # ------------------------------------------------------------ staged objects
 
@@ -172,16 +135,24 @@ class LocalBlobStore:
     def discard_staged(self, key: str) -> None:
         self._staged(key).unlink(missing_ok=True)
 
-    def _write_atomically(self, target: Path, chunks: Iterator[bytes]) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+    def _store(self, chunks: Iterable[bytes]) -> StoredBlob:
+        """Write to a temporary file, hashing on the way, then rename it to its digest."""
+        hasher = xxhash.xxh3_128()
+        size = 0
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".incoming-")
         try:
             with os.fdopen(fd, "wb") as out:
                 for chunk in chunks:
+                    hasher.update(chunk)
+                    size += len(chunk)
                     out.write(chunk)
+            digest = hasher.hexdigest()
+            target = self.path(digest)
+            target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, target)
         finally:
             _discard(tmp)
+        return StoredBlob(digest, size)
 
 
 def _read_chunks(path: Path) -> Iterator[bytes]:
