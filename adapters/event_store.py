@@ -21,7 +21,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NotFoundError
 
 from adapters.envelope import (
     SUBJECT_PREFIX,
@@ -246,6 +246,16 @@ class EventStore:
     async def get(self, seq: int) -> RecordedEvent:
         raw = await self.js.get_msg(self.stream, seq, direct=True)
         return decode(seq, raw.data or b"")
+
+    async def first(self, subject_filter: str) -> RecordedEvent | None:
+        """The earliest event matching ``subject_filter`` (one direct get), or None."""
+        try:
+            raw = await self.js.get_msg(
+                self.stream, 1, subject=subject_filter, direct=True, next=True
+            )
+        except NotFoundError:
+            return None
+        return decode(raw.seq or 0, raw.data or b"")
 
     async def history(self, aggregate: str, aggregate_id: str) -> list[RecordedEvent]:
         return await self.read_subject(aggregate_filter(aggregate, aggregate_id))

@@ -39,10 +39,8 @@ class OwnedEvents:
             return self._owners[key]
         owner = event.payload.get("owner")
         if owner is None:
-            first, _ = await self.store.read_page(
-                aggregate_filter(event.aggregate, event.aggregate_id), 1
-            )
-            owner = first[0].payload.get("owner") if first else None
+            first = await self.store.first(aggregate_filter(event.aggregate, event.aggregate_id))
+            owner = first.payload.get("owner") if first else None
         self._owners[key] = owner
         if len(self._owners) > _REMEMBERED:
             self._owners.popitem(last=False)
