@@ -67,3 +67,7 @@ class AuditController(Controller):
             as_of_time=as_of_time,
         )
         return audit.as_dict()
+
+
+# What the catalogue mounts for this slice under /api/v1.
+ROUTES = (AuditController,)

@@ -423,3 +423,7 @@ class DeploymentController(Controller):
             runtime.commands, path_id(deployment_id), command_context(request, None)
         )
         return accepted(outcome, deployment_id=deployment_id, status="cancelled")
+
+
+# What the catalogue mounts for this slice under /api/v1.
+ROUTES = (DeploymentController,)

@@ -217,3 +217,7 @@ async def _until_disconnected(socket: WebSocket[Any, Any, Any]) -> None:
 
 def _json(value: dict[str, Any]) -> str:
     return pydantic_core.to_json(value).decode()
+
+
+# What the catalogue mounts for this slice under /api/v1.
+ROUTES = (EventFeedController,)

@@ -170,3 +170,7 @@ def execution_routers() -> list[Router]:
         Router(path=prefix, route_handlers=[ExecutionController])
         for prefix in ("/api/v1/cicd", "/api/v1")
     ]
+
+
+# What the catalogue mounts for this slice.
+ROUTES = tuple(execution_routers())

@@ -461,3 +461,7 @@ class FileController(Controller):
         except HolderLimitReached as full:
             raise ApiError(429, full.code, full.message) from full
         return _stream_file(runtime, await _row(runtime, file_id, None), range_header)
+
+
+# What the catalogue mounts for this slice under /api/v1.
+ROUTES = (FileController,)

@@ -74,3 +74,7 @@ class HealthController(Controller):
             "components": components,
         }
         return Response(body, status_code=200 if healthy else 503)
+
+
+# What the catalogue mounts for this slice under /api/v1.
+ROUTES = (HealthController,)

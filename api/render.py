@@ -835,3 +835,7 @@ async def _analysis(runtime: Any, scene_hash: str) -> dict[str, Any] | None:
             )
         )
     return json.loads(raw) if raw else None
+
+
+# What the catalogue mounts for this slice under /api/v1.
+ROUTES = (RenderController,)

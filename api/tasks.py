@@ -382,3 +382,7 @@ async def _tasks_held(session: Any) -> dict[str, int]:
         .group_by(tasks.c.node_id)
     )
     return {node_id: int(n) for node_id, n in rows.all()}
+
+
+# What the catalogue mounts for this slice under /api/v1.
+ROUTES = (TaskController,)

@@ -411,3 +411,7 @@ class UploadController(Controller):
             "seq": m["last_seq"],
         }
         return Response(body, headers=_tus_headers())
+
+
+# What the catalogue mounts for this slice under /api/v1.
+ROUTES = (UploadController,)

@@ -100,3 +100,7 @@ class ViolationController(Controller):
             runtime.commands, _CODE.validate_python(code), command_context(request, None)
         )
         return accepted(outcome, code=code, removed=True)
+
+
+# What the catalogue mounts for this slice under /api/v1.
+ROUTES = (ViolationController,)
