@@ -13,7 +13,7 @@ from typing import Any
 import pydantic_core
 from uuid6 import uuid7
 
-from domain.base import Aggregate, Event, aggregate_named
+from domain.base import Aggregate, AggregateIndex, Event
 
 SUBJECT_PREFIX = "ev"
 
@@ -68,6 +68,19 @@ def aggregate_filter(aggregate: str, aggregate_id: str) -> str:
     return f"{SUBJECT_PREFIX}.{aggregate}.{aggregate_id}.*"
 
 
+def events_of(aggregate: Aggregate[Any], event_type: type[Event] | None = None) -> str:
+    """The subject filter of every event of one kind of aggregate, or of one of its event types:
+    readers derive their filters from the domain, so a renamed aggregate cannot leave one behind.
+    """
+    if event_type is None:
+        return f"{SUBJECT_PREFIX}.{aggregate.name}.>"
+    aggregate.event_type(event_type.type_name())  # refuses a type the aggregate does not record
+    return f"{SUBJECT_PREFIX}.{aggregate.name}.*.{event_type.type_name()}"
+
+
+ALL_EVENTS = f"{SUBJECT_PREFIX}.>"
+
+
 def encode(
     aggregate: str,
     aggregate_id: str,
@@ -91,40 +104,48 @@ def encode(
     )
 
 
-def decode(seq: int, data: bytes) -> RecordedEvent:
-    """Read one message; a payload of an older schema_version comes back upcast to the current."""
-    raw = pydantic_core.from_json(data)
-    version, payload = _current(
-        raw["aggregate"], raw["type"], raw["schema_version"], raw["payload"]
-    )
-    return RecordedEvent(
-        seq=seq,
-        event_id=raw["event_id"],
-        type=raw["type"],
-        schema_version=version,
-        aggregate=raw["aggregate"],
-        aggregate_id=raw["aggregate_id"],
-        occurred_at=datetime.fromisoformat(raw["occurred_at"]),
-        actor=raw["actor"],
-        correlation_id=raw["correlation_id"],
-        causation_id=raw["causation_id"],
-        payload=payload,
-    )
+class EventCodec:
+    """Reads messages back into ``RecordedEvent``s, upcasting payloads of older schema versions.
 
+    It knows the aggregates it was given (the catalogue's), and only those: an event of an
+    aggregate or type it does not know (written by a newer release) is left as recorded.
+    """
 
-def _current(
-    aggregate_name: str, type_name: str, version: int, payload: dict[str, Any]
-) -> tuple[int, dict[str, Any]]:
-    aggregate = aggregate_named(aggregate_name)
-    if aggregate is None:
-        return version, payload
-    try:
-        event_type = aggregate.event_type(type_name)
-    except KeyError:  # written by a newer release than this reader: leave it as recorded
-        return version, payload
-    if version >= event_type.schema_version:
-        return version, payload
-    return event_type.schema_version, event_type.upcast(payload, version)
+    def __init__(self, aggregates: AggregateIndex) -> None:
+        self.aggregates = aggregates
+
+    def decode(self, seq: int, data: bytes) -> RecordedEvent:
+        raw = pydantic_core.from_json(data)
+        version, payload = self._current(
+            raw["aggregate"], raw["type"], raw["schema_version"], raw["payload"]
+        )
+        return RecordedEvent(
+            seq=seq,
+            event_id=raw["event_id"],
+            type=raw["type"],
+            schema_version=version,
+            aggregate=raw["aggregate"],
+            aggregate_id=raw["aggregate_id"],
+            occurred_at=datetime.fromisoformat(raw["occurred_at"]),
+            actor=raw["actor"],
+            correlation_id=raw["correlation_id"],
+            causation_id=raw["causation_id"],
+            payload=payload,
+        )
+
+    def _current(
+        self, aggregate_name: str, type_name: str, version: int, payload: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        aggregate = self.aggregates.get(aggregate_name)
+        if aggregate is None:
+            return version, payload
+        try:
+            event_type = aggregate.event_type(type_name)
+        except KeyError:  # written by a newer release than this reader: leave it as recorded
+            return version, payload
+        if version >= event_type.schema_version:
+            return version, payload
+        return event_type.schema_version, event_type.upcast(payload, version)
 
 
 def to_domain(aggregate: Aggregate[Any], recorded: RecordedEvent) -> Event:

@@ -25,15 +25,15 @@ from nats.js.errors import APIError, NotFoundError
 
 from adapters.envelope import (
     SUBJECT_PREFIX,
+    EventCodec,
     Metadata,
     RecordedEvent,
     aggregate_filter,
-    decode,
     encode,
     subject_for,
     to_domain,
 )
-from domain.base import Aggregate, Event
+from domain.base import Aggregate, AggregateIndex, Event
 
 S = TypeVar("S")
 
@@ -88,16 +88,26 @@ class AppendResult:
 class EventStore:
     """Append to and read from the JetStream event stream."""
 
-    def __init__(self, nc: Client, settings: StreamSettings | None = None) -> None:
+    def __init__(
+        self, nc: Client, aggregates: AggregateIndex, settings: StreamSettings | None = None
+    ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
+        self.codec = EventCodec(aggregates)
         self.settings = settings or StreamSettings()
 
     @classmethod
-    async def connect(cls, url: str, settings: StreamSettings | None = None) -> EventStore:
-        store = cls(await nats.connect(servers(url), name="jetflow-event-store"), settings)
+    async def connect(
+        cls, url: str, aggregates: AggregateIndex, settings: StreamSettings | None = None
+    ) -> EventStore:
+        nc = await nats.connect(servers(url), name="jetflow-event-store")
+        store = cls(nc, aggregates, settings)
         await store.ensure_stream()
         return store
+
+    def decode(self, msg: Msg) -> RecordedEvent:
+        """A message a consumer of this stream delivered, as the event it records."""
+        return self.codec.decode(msg.metadata.sequence.stream, msg.data)
 
     async def close(self) -> None:
         await self.nc.drain()
@@ -221,7 +231,7 @@ class EventStore:
             headers = msg.headers or {}
             status = headers.get("Status")
             if status is None:
-                page.append(decode(int(headers["Nats-Sequence"]), msg.data))
+                page.append(self.codec.decode(int(headers["Nats-Sequence"]), msg.data))
             elif not done.done():
                 done.set_result((status, int(headers.get("Nats-Num-Pending", 0))))
 
@@ -245,7 +255,7 @@ class EventStore:
 
     async def get(self, seq: int) -> RecordedEvent:
         raw = await self.js.get_msg(self.stream, seq, direct=True)
-        return decode(seq, raw.data or b"")
+        return self.codec.decode(seq, raw.data or b"")
 
     async def first(self, subject_filter: str) -> RecordedEvent | None:
         """The earliest event matching ``subject_filter`` (one direct get), or None."""
@@ -255,7 +265,7 @@ class EventStore:
             )
         except NotFoundError:
             return None
-        return decode(raw.seq or 0, raw.data or b"")
+        return self.codec.decode(raw.seq or 0, raw.data or b"")
 
     async def history(self, aggregate: str, aggregate_id: str) -> list[RecordedEvent]:
         return await self.read_subject(aggregate_filter(aggregate, aggregate_id))

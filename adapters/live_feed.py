@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext as _JS
 
-from adapters.envelope import SUBJECT_PREFIX, RecordedEvent, decode
+from adapters.envelope import SUBJECT_PREFIX, RecordedEvent
+from adapters.event_store import EventStore
 
 DEFAULT_QUEUE = 1000
 
@@ -55,16 +55,14 @@ class LiveFeed:
 
     def __init__(
         self,
-        js: JetStreamContext,
-        stream: str,
+        store: EventStore,
         wanted: FeedFilter,
         *,
         from_seq: int | None = None,
         max_queue: int = DEFAULT_QUEUE,
         closing: asyncio.Event | None = None,
     ) -> None:
-        self.js = js
-        self.stream = stream
+        self.store = store
         self.wanted = wanted
         self.from_seq = from_seq
         self.max_queue = max_queue
@@ -81,9 +79,9 @@ class LiveFeed:
             config = ConsumerConfig(
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.from_seq
             )
-        self._sub = await self.js.subscribe(
+        self._sub = await self.store.js.subscribe(
             self.wanted.subject(),
-            stream=self.stream,
+            stream=self.store.stream,
             cb=self._receive,
             ordered_consumer=True,
             config=config,
@@ -104,7 +102,7 @@ class LiveFeed:
         if self._overflowed.is_set():
             return
         try:
-            self._queue.put_nowait(decode(msg.metadata.sequence.stream, msg.data))
+            self._queue.put_nowait(self.store.decode(msg))
         except asyncio.QueueFull:
             self._overflowed.set()
 

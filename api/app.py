@@ -8,21 +8,12 @@ from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
-from api.audit import AuditController
 from api.auth import AuthMiddleware, KeyCache, policy_guard, rate_limit
-from api.deployments import DeploymentController
 from api.errors import EXCEPTION_HANDLERS
-from api.events import EventFeedController
-from api.executions import execution_routers
-from api.files import FileController
-from api.health import VERSION, HealthController
+from api.health import VERSION
 from api.http import PUBLIC
 from api.openapi import describe_access
-from api.render import RenderController
 from api.runtime import Runtime
-from api.tasks import TaskController
-from api.uploads import UploadController
-from api.violations import ViolationController
 from handlers.render import load_hardware_configs
 
 
@@ -33,18 +24,7 @@ def create_app(runtime: Runtime) -> Litestar:
         return runtime
 
     app = Litestar(
-        route_handlers=[
-            TaskController,
-            RenderController,
-            DeploymentController,
-            HealthController,
-            EventFeedController,
-            AuditController,
-            UploadController,
-            FileController,
-            ViolationController,
-            *execution_routers(),
-        ],
+        route_handlers=list(runtime.catalogue.routes),
         dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[

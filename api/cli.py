@@ -145,8 +145,9 @@ async def load_violations_file(settings: Settings, path: Path | None) -> int:
     """``jetflow load-violations``: define what the file has and the catalogue lacks."""
     from api.runtime import Runtime
     from handlers.violations import load_violations
+    from slices.catalogue import CATALOGUE
 
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, CATALOGUE)
     await runtime.open()
     try:
         outcome = await load_violations(runtime.commands, path or settings.violations_file)
@@ -159,8 +160,9 @@ async def load_violations_file(settings: Settings, path: Path | None) -> int:
 async def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     from api.app import create_app
     from api.runtime import Runtime
+    from slices.catalogue import CATALOGUE
 
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, CATALOGUE)
     await runtime.start()
     config = uvicorn.Config(
         create_app(runtime),

@@ -31,7 +31,7 @@ from api.http import (
     visible,
 )
 from domain.base import NotFound
-from domain.deployments import DEPLOYMENT_SLOTS, SLOTS_ID
+from domain.deployment_slots import DEPLOYMENT_SLOTS, SLOTS_ID
 from handlers.deployments import (
     ClaimRequest,
     StartDeploymentRequest,

@@ -79,8 +79,7 @@ def _feed(
     from_seq: int | None,
 ) -> LiveFeed:
     return LiveFeed(
-        runtime.store.js,
-        runtime.store.stream,
+        runtime.store,
         FeedFilter(aggregate, aggregate_id, event_type),
         from_seq=from_seq,
         max_queue=runtime.settings.live_queue,

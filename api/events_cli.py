@@ -18,7 +18,6 @@ from typing import Any, TextIO
 from adapters.envelope import RecordedEvent
 from adapters.event_store import EventStore
 from adapters.live_feed import FeedClosed, FeedFilter, FeedOverflow, LiveFeed
-from api import runtime as _every_aggregate  # noqa: F401  (history folds any aggregate)
 from api.joined_store import joined_event_store
 from api.settings import Settings
 from domain.base import DomainError
@@ -98,7 +97,7 @@ async def _list(args: argparse.Namespace, store: EventStore) -> int:
 
 async def _tail(args: argparse.Namespace, store: EventStore) -> int:
     query = _query(args)
-    async with LiveFeed(store.js, store.stream, query.wanted, from_seq=args.from_seq) as feed:
+    async with LiveFeed(store, query.wanted, from_seq=args.from_seq) as feed:
         while True:
             try:
                 event = await feed.next(timeout=60)

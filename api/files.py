@@ -344,8 +344,7 @@ class FileController(Controller):
         if version == 0 or not visible(request, state.owner or ""):
             raise ApiError(404, "file_not_found", f"File {file_id} not found")
         feed = LiveFeed(
-            runtime.store.js,
-            runtime.store.stream,
+            runtime.store,
             FeedFilter("file", file_id),
             from_seq=(last_event_id or 0) + 1,
             max_queue=runtime.settings.live_queue,

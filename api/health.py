@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.http import PUBLIC
-from api.runtime import PROJECTIONS, Runtime
+from api.runtime import Runtime
 from handlers.projector import consumer_name
 
 VERSION = "0.1.0"
@@ -41,7 +41,7 @@ class HealthController(Controller):
                 "last_seq": info.state.last_seq,
             }
             projections: dict[str, Any] = {}
-            for projection in PROJECTIONS:
+            for projection in runtime.catalogue.projections:
                 consumer = await runtime.store.js.consumer_info(
                     runtime.store.stream, consumer_name(projection)
                 )

@@ -2,7 +2,8 @@
 
 That is ``NATS_URL``, or the embedded server of a running ``jetflow serve`` found through its
 ports file in the data dir; only when no service runs does the tool start the embedded server
-on the data dir itself (two servers must never share a store directory).
+on the data dir itself (two servers must never share a store directory). It knows every
+aggregate of the catalogue, so histories fold and old payloads are upcast.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator
 from adapters.event_store import EventStore, StreamSettings
 from adapters.nats_server import EmbeddedNatsServer
 from api.settings import Settings
+from slices.catalogue import CATALOGUE
 
 
 @contextlib.asynccontextmanager
@@ -24,7 +26,9 @@ async def joined_event_store(settings: Settings) -> AsyncIterator[EventStore]:
         embedded = EmbeddedNatsServer(store_dir=store_dir)
         url = await embedded.start()
     store = await EventStore.connect(
-        url, StreamSettings(name=settings.stream, replicas=settings.stream_replicas)
+        url,
+        CATALOGUE.aggregates,
+        StreamSettings(name=settings.stream, replicas=settings.stream_replicas),
     )
     try:
         yield store

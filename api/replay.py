@@ -6,13 +6,14 @@ import time
 
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from api.runtime import PROJECTIONS, Runtime
+from api.runtime import Runtime
 from api.settings import Settings
 from handlers.projector import rebuild
+from slices.catalogue import CATALOGUE
 
 
 async def replay_all(settings: Settings) -> int:
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, CATALOGUE)
     await runtime.open()
     columns = (
         TextColumn("{task.description:<12}"),
@@ -24,7 +25,7 @@ async def replay_all(settings: Settings) -> int:
     try:
         last_seq = await runtime.store.last_seq()
         with Progress(*columns) as bar:
-            for projection in PROJECTIONS:
+            for projection in CATALOGUE.projections:
                 task = bar.add_task(projection.name, total=max(last_seq, 1), applied=0, rate=0.0)
                 started = time.perf_counter()
 

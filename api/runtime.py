@@ -1,7 +1,8 @@
 """The composition root: builds every adapter, handler and projection of one service process.
 
-``jetflow serve`` and the tests use the same ``Runtime``; with no NATS URL it brings its own
-nats-server (embedded default) and stops it again on the way out.
+``jetflow serve`` and the tests use the same ``Runtime``, given the catalogue of slices it serves
+(their projections, subjects, process managers and timers are started from it); with no NATS URL
+it brings its own nats-server (embedded default) and stops it again on the way out.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 
 from faststream.nats import NatsBroker
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -21,45 +23,22 @@ from adapters.secrets import SecretBox
 from adapters.sql import create_engine, default_sqlite_url, session_factory
 from api.settings import Settings
 from handlers.commands import CommandService
-from handlers.deployments import start_slot_releaser
-from handlers.files import start_file_tracker
-from handlers.nats_commands import register_command_subjects
-from handlers.process_managers import run_timers, start_node_offline_requeuer
 from handlers.projector import ProjectionProgress, start_projection
 from handlers.render import FrameScheduler
-from handlers.violations import seed_violations
-from handlers.webhooks import Dispatcher, start_dispatcher
-from projections.access import API_KEYS
-from projections.base import Projection, create_tables
-from projections.deployments import DEPLOYMENTS, WEBHOOKS
-from projections.files import CONTENTS, FILES, VIOLATIONS_CATALOGUE
-from projections.pipelines import EXECUTIONS
-from projections.render import RENDER, SCENES
-from projections.tasks import NODES, TASKS
-from projections.uploads import UPLOADS
+from handlers.timers import run_timers
+from projections.base import create_tables
+from slices.slice import Catalogue
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 10.0
-PROJECTIONS: tuple[Projection, ...] = (
-    TASKS,
-    NODES,
-    RENDER,
-    SCENES,
-    DEPLOYMENTS,
-    WEBHOOKS,
-    EXECUTIONS,
-    FILES,
-    CONTENTS,
-    VIOLATIONS_CATALOGUE,
-    UPLOADS,
-    API_KEYS,
-)
 
 
 @dataclass
 class Runtime:
     settings: Settings
+    # The slices this process serves (``slices.catalogue.CATALOGUE`` in every entrypoint).
+    catalogue: Catalogue
     nats_url: str = ""
     embedded: EmbeddedNatsServer | None = None
     store: EventStore = field(init=False)
@@ -85,7 +64,9 @@ class Runtime:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.nats_url = s.nats_url or await self._start_embedded()
         self.store = await EventStore.connect(
-            self.nats_url, StreamSettings(name=s.stream, replicas=s.stream_replicas)
+            self.nats_url,
+            self.catalogue.aggregates,
+            StreamSettings(name=s.stream, replicas=s.stream_replicas),
         )
         idempotency = await IdempotencyRecords.open(
             self.store.js, f"{s.stream}_idempotency", replicas=s.stream_replicas
@@ -106,17 +87,14 @@ class Runtime:
             servers(self.nats_url), logger=log, log_level=logging.DEBUG, graceful_timeout=10
         )
         await broker.connect()
-        register_command_subjects(
-            broker, self.commands, self.sessions, self.frames, lease_grace_s=s.lease_grace_s
-        )
+        for subscribe in self.catalogue.subjects:
+            subscribe(broker, self)
         await broker.start()
-        js = self.store.js
         if projectors:
-            for projection in PROJECTIONS:
+            for projection in self.catalogue.projections:
                 self._tasks.append(
                     await start_projection(
-                        js,
-                        s.stream,
+                        self.store,
                         projection,
                         self.sessions,
                         self.progress,
@@ -124,39 +102,14 @@ class Runtime:
                     )
                 )
         if timers:
-            self._tasks.append(
-                await start_node_offline_requeuer(js, s.stream, self.commands, self.sessions)
-            )
-            self._tasks.append(await start_slot_releaser(js, s.stream, self.commands))
-            await seed_violations(self.commands, s.violations_file)
-            self._tasks.append(
-                await start_file_tracker(
-                    js,
-                    s.stream,
-                    self.commands,
-                    self.blobs,
-                    rotate_s=s.refer_rotate_s,
-                    max_s=s.refer_max_s,
-                )
-            )
-            dispatcher = Dispatcher(
-                self.commands,
-                self.webhook_secret,
-                max_attempts=s.webhook_max_attempts,
-                backoff_s=s.webhook_backoff_s,
-            )
-            self._tasks.append(await start_dispatcher(js, s.stream, dispatcher))
+            for start_manager in self.catalogue.process_managers:
+                self._tasks.append(await start_manager(self))
+            for seed in self.catalogue.seeds:
+                await seed(self)
+            checks = [partial(check, self) for check in self.catalogue.timers]
             self._tasks.append(
                 asyncio.create_task(
-                    run_timers(
-                        self.commands,
-                        self.sessions,
-                        interval_s=s.timer_interval_s,
-                        silence_s=s.node_silence_s,
-                        refer_rotate_s=s.refer_rotate_s,
-                        blobs=self.blobs,
-                    ),
-                    name="jetflow-timers",
+                    run_timers(checks, interval_s=s.timer_interval_s), name="jetflow-timers"
                 )
             )
 

@@ -31,6 +31,7 @@ from api.settings import Settings
 from domain.tasks import TASK, Resources, SubmitTask, TaskProgressed, TaskSubmitted
 from handlers.commands import CommandContext
 from projections.base import read_checkpoint
+from slices.catalogue import CATALOGUE
 
 IN_FLIGHT = 1000
 
@@ -136,7 +137,7 @@ async def main(count: int) -> None:
             raw_rate = await raw_publish(server.url, count, body)
             loads = {"raw_publish": load_average()}
             settings = replace(Settings(), nats_url=server.url, data_dir=root / "data")
-            runtime = Runtime(settings)
+            runtime = Runtime(settings, CATALOGUE)
             await runtime.open()
             try:
                 cmd_rate = await command_path(runtime, count)

@@ -50,6 +50,7 @@ from handlers.access import issue_api_key
 from handlers.projector import ProjectionProgress
 from projections.access import API_KEYS
 from projections.base import read_checkpoint
+from slices.catalogue import CATALOGUE
 
 LOADGEN = Path(__file__).parent / "loadgen.py"
 
@@ -171,7 +172,7 @@ async def main(args: argparse.Namespace) -> None:
             settings = Settings(
                 nats_url=nats_server.url, data_dir=root / "data", rate_limit_per_minute=10**9
             )
-            runtime = Runtime(settings)
+            runtime = Runtime(settings, CATALOGUE)
             await runtime.start(projectors=not split)
             projectors = await start_projector_process(nats_server.url, root) if split else None
             log: list[tuple[float, int]] = []

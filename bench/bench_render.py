@@ -29,6 +29,7 @@ from domain.render import RENDER_JOB, CreateRenderJob
 from handlers.commands import CommandContext
 from projections.base import read_checkpoint
 from projections.render import render_jobs
+from slices.catalogue import CATALOGUE
 
 JETFLOW = str(Path(sys.executable).parent / "jetflow")
 
@@ -37,7 +38,7 @@ async def main(frames: int, node_count: int) -> None:
     with tempfile.TemporaryDirectory(prefix="jetflow-bench-") as tmp:
         root = Path(tmp)
         async with EmbeddedNatsServer(root / "nats") as server:
-            runtime = Runtime(Settings(nats_url=server.url, data_dir=root / "data"))
+            runtime = Runtime(Settings(nats_url=server.url, data_dir=root / "data"), CATALOGUE)
             await runtime.start()
             try:
                 await run(runtime, server.url, frames, node_count)

@@ -52,6 +52,7 @@ from api.settings import Settings
 from domain.tasks import Resources, TaskSubmitted
 from handlers.projector import rebuild
 from projections.tasks import TASKS, tasks
+from slices.catalogue import CATALOGUE
 
 IN_FLIGHT = 1000
 PAGE = 1000
@@ -84,7 +85,7 @@ async def load_jetflow(url: str, stream: str, count: int) -> float:
 async def jetflow_side(root: Path, count: int, profile: str | None) -> dict[str, Any]:
     async with EmbeddedNatsServer(root / "nats") as server:
         settings = replace(Settings(), nats_url=server.url, data_dir=root / "jetflow")
-        runtime = Runtime(settings)
+        runtime = Runtime(settings, CATALOGUE)
         await runtime.open()
         try:
             append_rate = await load_jetflow(server.url, settings.stream, count)

@@ -21,11 +21,12 @@ from bench_latency import watch
 
 from api.runtime import Runtime
 from api.settings import Settings
+from slices.catalogue import CATALOGUE
 
 
 async def main(args: argparse.Namespace) -> None:
     settings = Settings(nats_url=args.nats, data_dir=args.data_dir)
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, CATALOGUE)
     await runtime.open()
     log: list[tuple[float, int]] = []
     watcher = asyncio.create_task(watch(runtime.progress, "tasks", log))

@@ -9,7 +9,7 @@ HTTP.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
@@ -114,7 +114,6 @@ class Aggregate(Generic[S]):
     def __post_init__(self) -> None:
         # Decoding looks an event type up for every message read.
         object.__setattr__(self, "_by_name", {e.type_name(): e for e in self.events})
-        _AGGREGATES[self.name] = self
 
     def fold(self, events: Sequence[Event], state: S | None = None) -> S:
         current = self.initial() if state is None else state
@@ -129,12 +128,29 @@ class Aggregate(Generic[S]):
             raise KeyError(f"{self.name} has no event type {name!r}") from None
 
 
-_AGGREGATES: dict[str, Aggregate[Any]] = {}
+class AggregateIndex:
+    """The aggregates one process knows, by the name their events are recorded under.
 
+    Built from the slice catalogue and handed to whoever reads the raw log (decoding and
+    upcasting, audit, live-feed visibility), so what a reader knows is explicit: nothing is
+    registered by constructing an ``Aggregate``.
+    """
 
-def aggregate_named(name: str) -> Aggregate[Any] | None:
-    """The aggregate recorded under ``name``: readers of the raw log (audit, upcasting) need it."""
-    return _AGGREGATES.get(name)
+    def __init__(self, aggregates: Iterable[Aggregate[Any]]) -> None:
+        self._by_name: dict[str, Aggregate[Any]] = {}
+        for aggregate in aggregates:
+            if aggregate.name in self._by_name:
+                raise ValueError(f"two aggregates are named {aggregate.name!r}")
+            self._by_name[aggregate.name] = aggregate
+
+    def get(self, name: str) -> Aggregate[Any] | None:
+        return self._by_name.get(name)
+
+    def __iter__(self) -> Iterator[Aggregate[Any]]:
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
 
 
 def check_aggregate_id(value: str) -> str:

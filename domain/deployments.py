@@ -1,18 +1,17 @@
-"""Deployments (seed: deployment service API) and the limit on how many run at once.
+"""Deployments (seed: deployment service API).
 
 A deployment is accepted, claimed by a deploy agent (which resolves ``auto`` to a concrete mode
 from what it can run), walks its steps, and ends ``completed``, ``failed``, ``cancelled`` or
 ``timed_out``. A cancel on a running deployment is recorded at once and honoured by the agent
 at the next step boundary.
 
-The concurrency limit spans deployments, so it lives in its own aggregate, ``DeploymentSlots``:
-every start reserves a slot there first, and two racing starts are ordered by that aggregate's
-optimistic concurrency, so they cannot both take the last slot.
+The concurrency limit spans deployments, so it lives in its own aggregate
+(``domain.deployment_slots``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -34,7 +33,6 @@ DeploymentId = Annotated[str, StringConstraints(pattern=AGGREGATE_ID_PATTERN)]
 Mode = Literal["docker", "uv", "fallback", "auto"]
 ConcreteMode = Literal["docker", "uv", "fallback"]
 MODE_PREFERENCE: tuple[ConcreteMode, ...] = ("docker", "uv", "fallback")
-SLOTS_ID = "global"
 
 
 class DeploymentStatus(StrEnum):
@@ -125,15 +123,6 @@ class ExpireDeployment(Command):
     at: Instant
 
 
-class ReserveSlot(Command):
-    deployment_id: DeploymentId
-    limit: Annotated[int, Field(ge=1)]
-
-
-class ReleaseSlot(Command):
-    deployment_id: DeploymentId
-
-
 # ---------------------------------------------------------------- events
 
 
@@ -213,15 +202,6 @@ class DeploymentCancelled(Event):
 
 
 class DeploymentTimedOut(Event):
-    deployment_id: str
-
-
-class DeploymentSlotReserved(Event):
-    deployment_id: str
-    limit: int
-
-
-class DeploymentSlotReleased(Event):
     deployment_id: str
 
 
@@ -415,51 +395,4 @@ DEPLOYMENT = Aggregate[DeploymentState](
     ),
     creates=(StartDeployment,),
     owner_of=lambda state: state.owner,
-)
-
-
-# ---------------------------------------------------------------- slots
-
-
-@dataclass(frozen=True)
-class SlotsState:
-    active: frozenset[str] = field(default_factory=frozenset)
-
-
-def decide_slots(state: SlotsState, command: Command) -> list[Event]:
-    match command:
-        case ReserveSlot():
-            if command.deployment_id in state.active:
-                return []
-            if len(state.active) >= command.limit:
-                raise StateConflict(
-                    "deployment_limit_reached",
-                    f"At most {command.limit} deployments may be active at once; "
-                    f"{len(state.active)} are running. Try again when one has finished.",
-                )
-            return [
-                DeploymentSlotReserved(deployment_id=command.deployment_id, limit=command.limit)
-            ]
-        case ReleaseSlot():
-            if command.deployment_id not in state.active:
-                return []
-            return [DeploymentSlotReleased(deployment_id=command.deployment_id)]
-    raise Invalid("unknown_command", f"Deployment slots do not handle {type(command).__name__}")
-
-
-def evolve_slots(state: SlotsState, event: Event) -> SlotsState:
-    match event:
-        case DeploymentSlotReserved():
-            return SlotsState(active=state.active | {event.deployment_id})
-        case DeploymentSlotReleased():
-            return SlotsState(active=state.active - {event.deployment_id})
-    return state
-
-
-DEPLOYMENT_SLOTS = Aggregate[SlotsState](
-    name="deployslots",
-    initial=SlotsState,
-    decide=decide_slots,
-    evolve=evolve_slots,
-    events=(DeploymentSlotReserved, DeploymentSlotReleased),
 )

@@ -1,13 +1,10 @@
-"""Files (seed: file upload with refer keys) and the content they share.
+"""Files (seed: file upload with refer keys).
 
 A file is born from a finished regular upload: ``pending`` while its bytes arrive, ``processing``
 once they are all there, ``ready`` when its content is claimed, ``db_ready`` when the analysis
 (one combined recommendation) is saved, or ``error`` when its upload died first.
 
-Identical bytes are stored once. The ``content`` aggregate, keyed by the xxh3-128 digest, records
-which file claimed the bytes first (``ContentStored``, a new asset); every later claimer gets a
-reference to that asset (``ContentReferenced``). Two racing claims are ordered by that aggregate's
-optimistic concurrency, so exactly one of them stores.
+Identical bytes are stored once: ``domain.contents`` decides which file stores them.
 
 A ready file hands out a refer key for analysers. The key is rotated every ``rotate_s`` for at most
 ``max_s`` by timer commands that name the generation they saw, so a stale timer is refused rather
@@ -165,13 +162,6 @@ class SaveRecommendation(Command):
     at: Instant
 
 
-class ClaimContent(Command):
-    xxh3: Digest
-    file_id: FileId
-    size: Annotated[int, Field(ge=0)]
-    asset_id: str
-
-
 # ---------------------------------------------------------------- events
 
 
@@ -270,20 +260,6 @@ class RecommendationSaved(Event):
     user_comment: str | None
     analyser_comment: str | None
     saved_at: datetime
-
-
-class ContentStored(Event):
-    xxh3: str
-    asset_id: str
-    storage_path: str
-    size: int
-    file_id: str
-
-
-class ContentReferenced(Event):
-    xxh3: str
-    asset_id: str
-    file_id: str
 
 
 # ---------------------------------------------------------------- file
@@ -562,50 +538,4 @@ FILE = Aggregate[FileState](
     ),
     creates=(RegisterFile,),
     owner_of=lambda state: state.owner,
-)
-
-
-# ---------------------------------------------------------------- content
-
-
-@dataclass(frozen=True)
-class ContentState:
-    asset_id: str | None = None
-    owner: str | None = None
-    referrers: frozenset[str] = frozenset()
-
-
-def decide_content(state: ContentState, command: Command) -> list[Event]:
-    if not isinstance(command, ClaimContent):
-        raise Invalid("unknown_command", f"Contents do not handle {type(command).__name__}")
-    if state.asset_id is None:
-        return [
-            ContentStored(
-                xxh3=command.xxh3,
-                asset_id=command.asset_id,
-                storage_path=storage_path(command.xxh3),
-                size=command.size,
-                file_id=command.file_id,
-            )
-        ]
-    if command.file_id == state.owner or command.file_id in state.referrers:
-        return []  # this file's claim was recorded before
-    return [ContentReferenced(xxh3=command.xxh3, asset_id=state.asset_id, file_id=command.file_id)]
-
-
-def evolve_content(state: ContentState, event: Event) -> ContentState:
-    match event:
-        case ContentStored():
-            return ContentState(asset_id=event.asset_id, owner=event.file_id)
-        case ContentReferenced():
-            return replace(state, referrers=state.referrers | {event.file_id})
-    return state
-
-
-CONTENT = Aggregate[ContentState](
-    name="content",
-    initial=ContentState,
-    decide=decide_content,
-    evolve=evolve_content,
-    events=(ContentStored, ContentReferenced),
 )

@@ -17,7 +17,7 @@ import pydantic_core
 from adapters.envelope import RecordedEvent, aggregate_filter, to_domain
 from adapters.event_store import EventStore
 from adapters.live_feed import FeedFilter
-from domain.base import NotFound, aggregate_named
+from domain.base import NotFound
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ async def audit_aggregate(
     as_of_time: datetime | None = None,
 ) -> AggregateAudit:
     """One aggregate's history and its state after the last event at or before the bound."""
-    aggregate = aggregate_named(aggregate_name)
+    aggregate = store.codec.aggregates.get(aggregate_name)
     if aggregate is None:
         raise NotFound("unknown_aggregate", f"There is no aggregate type {aggregate_name!r}")
     history = [

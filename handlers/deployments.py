@@ -9,33 +9,36 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.blob_store import LocalBlobStore
-from adapters.envelope import Metadata, decode
+from adapters.envelope import Metadata, events_of
+from adapters.event_store import EventStore
 from adapters.idempotency import CommandOutcome
 from adapters.secrets import SecretBox
 from adapters.sql import as_utc
 from domain.base import DomainError
+from domain.deployment_slots import DEPLOYMENT_SLOTS, SLOTS_ID, ReleaseSlot, ReserveSlot
 from domain.deployments import (
     DEPLOYMENT,
-    DEPLOYMENT_SLOTS,
-    SLOTS_ID,
+    TERMINAL,
     AcknowledgeCancel,
     CancelDeployment,
     ClaimDeployment,
     ConcreteMode,
     DeploymentAccepted,
+    DeploymentCancelled,
+    DeploymentCompleted,
+    DeploymentFailed,
     DeploymentId,
     DeploymentStarted,
+    DeploymentStatus,
+    DeploymentTimedOut,
     ExpireDeployment,
     FinishStep,
     Mode,
-    ReleaseSlot,
-    ReserveSlot,
     SecretValue,
     StartDeployment,
     StartStep,
@@ -45,7 +48,10 @@ from handlers.consumer import consume, ensure_durable
 from projections.deployments import deployments
 
 SLOT_RELEASER = "pm-deployment-slots"
-ENDED = ("DeploymentCompleted", "DeploymentFailed", "DeploymentCancelled", "DeploymentTimedOut")
+ENDED = frozenset(
+    e.type_name()
+    for e in (DeploymentCompleted, DeploymentFailed, DeploymentCancelled, DeploymentTimedOut)
+)
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 
 
@@ -161,7 +167,7 @@ async def claim_next(
         waiting = (
             await session.scalars(
                 select(deployments.c.deployment_id)
-                .where(deployments.c.status == "accepted")
+                .where(deployments.c.status == DeploymentStatus.ACCEPTED)
                 .order_by(deployments.c.accepted_at, deployments.c.deployment_id)
                 .limit(16)
             )
@@ -269,7 +275,7 @@ async def expire_deployments(
             await session.execute(
                 select(
                     deployments.c.deployment_id, deployments.c.accepted_at, deployments.c.timeout
-                ).where(deployments.c.status.in_(("accepted", "running", "cancelling")))
+                ).where(deployments.c.status.notin_(TERMINAL))
             )
         ).all()
     context = CommandContext(Metadata(actor="system:timer"))
@@ -285,21 +291,19 @@ async def expire_deployments(
     )
 
 
-async def start_slot_releaser(
-    js: JetStreamContext, stream: str, commands: CommandService
-) -> asyncio.Task[None]:
+async def start_slot_releaser(store: EventStore, commands: CommandService) -> asyncio.Task[None]:
     """Give a deployment's slot back when it ends, whoever ended it."""
-    await ensure_durable(js, stream, SLOT_RELEASER, "ev.deployment.>")
+    await ensure_durable(store.js, store.stream, SLOT_RELEASER, events_of(DEPLOYMENT))
     context = CommandContext(Metadata(actor="system:deployment-slots"))
 
     async def handle(msgs: list[Msg]) -> None:
         for msg in msgs:
-            recorded = decode(msg.metadata.sequence.stream, msg.data)
+            recorded = store.decode(msg)
             if recorded.type in ENDED:
                 release = ReleaseSlot(deployment_id=recorded.aggregate_id)
                 await commands.execute(DEPLOYMENT_SLOTS, SLOTS_ID, release, context)
             await msg.ack()
 
     return asyncio.create_task(
-        consume(js, stream, SLOT_RELEASER, handle, batch_size=1), name=SLOT_RELEASER
+        consume(store.js, store.stream, SLOT_RELEASER, handle, batch_size=1), name=SLOT_RELEASER
     )

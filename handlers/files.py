@@ -17,20 +17,19 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from adapters.blob_store import LocalBlobStore
-from adapters.envelope import Metadata, RecordedEvent, decode, to_domain
+from adapters.envelope import Metadata, RecordedEvent, events_of, to_domain
+from adapters.event_store import EventStore
 from adapters.idempotency import CommandOutcome
 from domain.base import DomainError, Invalid
+from domain.contents import CONTENT, ClaimContent
 from domain.files import (
-    CONTENT,
     FILE,
     AddComment,
     AuthorKind,
     CategoryCode,
-    ClaimContent,
     FailFile,
     FileId,
     RegisterFile,
@@ -168,8 +167,7 @@ async def follow_upload(
 
 
 async def start_file_tracker(
-    js: JetStreamContext,
-    stream: str,
+    store: EventStore,
     commands: CommandService,
     blobs: LocalBlobStore,
     *,
@@ -177,11 +175,11 @@ async def start_file_tracker(
     max_s: float,
 ) -> asyncio.Task[None]:
     """Follow every upload's lifecycle with its file's, in stream order."""
-    await ensure_durable(js, stream, FILE_TRACKER, "ev.upload.>")
+    await ensure_durable(store.js, store.stream, FILE_TRACKER, events_of(UPLOAD))
 
     async def handle(msgs: list[Msg]) -> None:
         for msg in msgs:
-            recorded = decode(msg.metadata.sequence.stream, msg.data)
+            recorded = store.decode(msg)
             try:
                 await follow_upload(commands, blobs, recorded, rotate_s=rotate_s, max_s=max_s)
             except DomainError as refused:
@@ -190,7 +188,7 @@ async def start_file_tracker(
             await msg.ack()
 
     return asyncio.create_task(
-        consume(js, stream, FILE_TRACKER, handle, batch_size=1), name=FILE_TRACKER
+        consume(store.js, store.stream, FILE_TRACKER, handle, batch_size=1), name=FILE_TRACKER
     )
 
 

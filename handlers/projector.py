@@ -22,7 +22,6 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from adapters.envelope import decode
 from adapters.event_store import EventStore
 from handlers.consumer import consume
 from projections.base import Projection, apply_batch, read_checkpoint, reset
@@ -81,8 +80,7 @@ async def prepare_consumer(
 
 
 async def start_projection(
-    js: JetStreamContext,
-    stream: str,
+    store: EventStore,
     projection: Projection,
     sessions: async_sessionmaker[AsyncSession],
     progress: ProjectionProgress,
@@ -92,16 +90,16 @@ async def start_projection(
     """Line up the durable consumer with the SQL checkpoint and start applying batches."""
     checkpoint = await read_checkpoint(sessions, projection.name)
     await progress.advance(projection.name, checkpoint)
-    await prepare_consumer(js, stream, projection, checkpoint, batch_size)
+    await prepare_consumer(store.js, store.stream, projection, checkpoint, batch_size)
 
     async def apply(msgs: list[Msg]) -> None:
-        events = [decode(m.metadata.sequence.stream, m.data) for m in msgs]
+        events = [store.decode(m) for m in msgs]
         applied = await apply_batch(sessions, projection, events)
         await msgs[-1].ack()  # AckPolicy.ALL: acknowledges the whole batch
         await progress.advance(projection.name, applied)
 
     return asyncio.create_task(
-        consume(js, stream, consumer_name(projection), apply, batch_size=batch_size),
+        consume(store.js, store.stream, consumer_name(projection), apply, batch_size=batch_size),
         name=f"projection-{projection.name}",
     )
 

@@ -14,7 +14,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from uuid6 import uuid7
 
-from adapters.envelope import Metadata
 from adapters.idempotency import CommandOutcome
 from adapters.sql import as_utc
 from domain.base import CallbackUrl, DomainError, Invalid
@@ -28,11 +27,13 @@ from domain.render import (
     FailFrame,
     FinishFrame,
     FrameStarted,
+    FrameStatus,
     HardwareChoice,
     JobId,
     LeaseFrame,
     NodeId,
     PauseRenderJob,
+    RenderStatus,
     ResumeRenderJob,
     RetryFrame,
     TestFrames,
@@ -40,6 +41,7 @@ from domain.render import (
 )
 from domain.scenes import SCENE, RecordSceneAnalysis, SceneAnalysis, SceneHash
 from handlers.commands import CommandContext, CommandService
+from handlers.timers import TIMER
 from projections.render import render_frames, render_jobs
 
 LEASE_CANDIDATES = 16
@@ -195,7 +197,7 @@ class FrameScheduler:
                         render_jobs.c.renderer,
                     )
                     .where(
-                        render_jobs.c.status.in_(("queued", "rendering")),
+                        render_jobs.c.status.in_((RenderStatus.QUEUED, RenderStatus.RENDERING)),
                         render_jobs.c.queued_frames > 0,
                     )
                     .order_by(
@@ -321,9 +323,6 @@ async def record_scene_analysis(
     return await commands.execute(SCENE, scene_hash, command, context)
 
 
-TIMER = CommandContext(Metadata(actor="system:timer"))
-
-
 async def time_out_frames(
     commands: CommandService, sessions: async_sessionmaker[AsyncSession], now: datetime
 ) -> int:
@@ -334,7 +333,10 @@ async def time_out_frames(
                 select(
                     render_frames.c.job_id, render_frames.c.frame_number, render_frames.c.attempt
                 )
-                .where(render_frames.c.status == "rendering", render_frames.c.deadline < now)
+                .where(
+                    render_frames.c.status == FrameStatus.RENDERING,
+                    render_frames.c.deadline < now,
+                )
                 .limit(1000)
             )
         ).all()
@@ -359,7 +361,9 @@ async def expire_render_jobs(
                 select(
                     render_jobs.c.job_id, render_jobs.c.started_at, render_jobs.c.task_timeout
                 ).where(
-                    render_jobs.c.status.in_(("rendering", "paused", "test_completed")),
+                    render_jobs.c.status.in_(
+                        (RenderStatus.RENDERING, RenderStatus.PAUSED, RenderStatus.TEST_COMPLETED)
+                    ),
                     render_jobs.c.started_at.is_not(None),
                 )
             )

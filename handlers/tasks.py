@@ -35,6 +35,7 @@ from domain.tasks import (
     SubmitTask,
     TaskAssigned,
     TaskId,
+    TaskStatus,
     TimeoutSeconds,
 )
 from handlers.commands import CommandContext, CommandService
@@ -166,7 +167,7 @@ async def lease_next_task(
         candidates = (
             await session.execute(
                 select(tasks.c.task_id, tasks.c.code, tasks.c.timeout, tasks.c.cpu, tasks.c.memory)
-                .where(tasks.c.status == "pending")
+                .where(tasks.c.status == TaskStatus.PENDING)
                 .order_by(tasks.c.priority.desc(), tasks.c.submitted_at, tasks.c.task_id)
                 .limit(LEASE_CANDIDATES)
             )

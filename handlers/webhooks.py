@@ -5,8 +5,9 @@ backoff, at least once, in stream order: its durable consumer holds one event at
 ``webhook`` aggregate remembers the last event settled, so a redelivery after a crash resumes
 where it stopped. Every attempt is recorded as ``WebhookDelivered`` or ``WebhookFailed``.
 
-Sources say which aggregates can have a callback URL (tasks, render jobs, deployments, pipeline
-executions: each takes a ``callback_url`` when created) and what their notifications carry.
+Sources, declared by the slices in the catalogue, say which aggregates can have a callback URL
+(tasks, render jobs, deployments, pipeline executions: each takes a ``callback_url`` when
+created) and what their notifications carry.
 """
 
 from __future__ import annotations
@@ -16,20 +17,16 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
-from adapters.envelope import Metadata, RecordedEvent, decode
+from adapters.envelope import ALL_EVENTS, Metadata, RecordedEvent
+from adapters.event_store import EventStore
 from domain.base import Aggregate, DomainError
-from domain.deployments import DEPLOYMENT
-from domain.pipelines import EXECUTION
-from domain.render import RENDER_JOB
-from domain.tasks import TASK
 from domain.webhooks import WEBHOOK, RecordWebhookAttempt
 from handlers.commands import CommandContext, CommandService
 from handlers.consumer import consume, ensure_durable
@@ -50,41 +47,6 @@ class WebhookSource:
     payload_of: PayloadBuilder
 
 
-def deployment_payload(event: RecordedEvent) -> dict[str, Any] | None:
-    p = event.payload
-    status = {
-        "DeploymentAccepted": "accepted",
-        "DeploymentStarted": "running",
-        "DeploymentStepStarted": "running",
-        "DeploymentStepCompleted": "running",
-        "DeploymentStepFailed": "failed",
-        "DeploymentCancelRequested": "cancelling",
-        "DeploymentCompleted": "completed",
-        "DeploymentFailed": "failed",
-        "DeploymentCancelled": "cancelled",
-        "DeploymentTimedOut": "timed_out",
-    }.get(event.type)
-    if status is None:
-        return None
-    progress = None
-    if "index" in p:
-        done = p["index"] + (1 if event.type == "DeploymentStepCompleted" else 0)
-        progress = round(100 * done / p["total"], 2)
-    elif event.type == "DeploymentCompleted":
-        progress = 100.0
-    return {
-        "deployment_id": event.aggregate_id,
-        "event": event.type,
-        "status": status,
-        "current_step": p.get("name"),
-        "step_index": p.get("index"),
-        "total_steps": p.get("total"),
-        "progress_percentage": progress,
-        "timestamp": event.occurred_at.isoformat(),
-        "seq": event.seq,
-    }
-
-
 def generic_payload(id_field: str, omit: frozenset[str] = frozenset()) -> PayloadBuilder:
     """Any aggregate's notification: which instance, which event, and the event's facts."""
 
@@ -101,16 +63,9 @@ def generic_payload(id_field: str, omit: frozenset[str] = frozenset()) -> Payloa
     return build
 
 
-def _callback(state: Any) -> str | None:
+def callback_url(state: Any) -> str | None:
+    """Where most aggregates keep their callback: a ``callback_url`` field of their state."""
     return state.callback_url  # type: ignore[no-any-return]
-
-
-SOURCES: dict[str, WebhookSource] = {
-    "deployment": WebhookSource(DEPLOYMENT, _callback, deployment_payload),
-    "task": WebhookSource(TASK, _callback, generic_payload("task_id", frozenset({"code"}))),
-    "render": WebhookSource(RENDER_JOB, _callback, generic_payload("job_id")),
-    "execution": WebhookSource(EXECUTION, _callback, generic_payload("execution_id")),
-}
 
 
 def sign(secret: bytes, body: bytes) -> str:
@@ -121,12 +76,13 @@ def sign(secret: bytes, body: bytes) -> str:
 class Dispatcher:
     commands: CommandService
     secret: bytes
+    sources: Mapping[str, WebhookSource]
     max_attempts: int = 6
     backoff_s: float = 0.5
     timeout_s: float = 10.0
 
     async def deliver(self, event: RecordedEvent, msg: Msg, http: httpx.AsyncClient) -> None:
-        source = SOURCES.get(event.aggregate)
+        source = self.sources.get(event.aggregate)
         if source is None:
             return
         # A callback URL is set when the instance is created and never changes, so any state
@@ -193,20 +149,18 @@ class Dispatcher:
             log.info("webhook attempt not recorded: %s", refused.message)
 
 
-async def start_dispatcher(
-    js: JetStreamContext, stream: str, dispatcher: Dispatcher
-) -> asyncio.Task[None]:
-    await ensure_durable(js, stream, DISPATCHER, "ev.>", max_ack_pending=BATCH)
+async def start_dispatcher(store: EventStore, dispatcher: Dispatcher) -> asyncio.Task[None]:
+    await ensure_durable(store.js, store.stream, DISPATCHER, ALL_EVENTS, max_ack_pending=BATCH)
 
     async def run() -> None:
         async with httpx.AsyncClient(timeout=dispatcher.timeout_s) as http:
 
             async def handle(msgs: list[Msg]) -> None:
                 for msg in msgs:
-                    recorded = decode(msg.metadata.sequence.stream, msg.data)
+                    recorded = store.decode(msg)
                     await dispatcher.deliver(recorded, msg, http)
                     await msg.ack()
 
-            await consume(js, stream, DISPATCHER, handle, batch_size=BATCH)
+            await consume(store.js, store.stream, DISPATCHER, handle, batch_size=BATCH)
 
     return asyncio.create_task(run(), name=DISPATCHER)

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.envelope import RecordedEvent
 from adapters.sql import insert_ignoring
+from domain.access import API_KEY
 from projections.base import Projection, metadata
 
 api_keys = Table(
@@ -51,7 +52,7 @@ async def apply_key_events(session: AsyncSession, events: Sequence[RecordedEvent
 
 API_KEYS = Projection(
     name="api_keys",
-    subject_filter="ev.apikey.>",
+    source=API_KEY,
     tables=(api_keys,),
     apply=apply_key_events,
 )

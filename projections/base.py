@@ -1,6 +1,7 @@
 """What a projection is, and the one way events are applied to it.
 
-A projection owns some tables and a subject filter. ``apply_batch`` applies a run of events and
+A projection reads the events of one aggregate (its subject filter is derived from the
+aggregate's name) and owns some tables. ``apply_batch`` applies a run of events and
 stores the last applied stream sequence in the same transaction as the rows: a redelivered or
 replayed event at or below the checkpoint is skipped, so a crash anywhere never double-applies.
 """
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import BigInteger, Column, MetaData, String, Table, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from adapters.envelope import RecordedEvent
+from adapters.envelope import RecordedEvent, events_of
 from adapters.sql import insert_ignoring
+from domain.base import Aggregate
 
 metadata = MetaData()
 
@@ -31,9 +34,13 @@ Applier = Callable[[AsyncSession, Sequence[RecordedEvent]], Awaitable[None]]
 @dataclass(frozen=True)
 class Projection:
     name: str
-    subject_filter: str
+    source: Aggregate[Any]
     tables: tuple[Table, ...]
     apply: Applier
+
+    @property
+    def subject_filter(self) -> str:
+        return events_of(self.source)
 
 
 async def create_tables(engine: AsyncEngine) -> None:

@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.envelope import RecordedEvent
 from adapters.sql import as_utc
+from domain.deployments import DEPLOYMENT
+from domain.webhooks import WEBHOOK
 from projections.base import Projection, metadata
 from projections.rows import RowBatch
 
@@ -234,13 +236,13 @@ async def apply_webhook_batch(session: AsyncSession, events: Sequence[RecordedEv
 
 DEPLOYMENTS = Projection(
     name="deployments",
-    subject_filter="ev.deployment.>",
+    source=DEPLOYMENT,
     tables=(deployments, deployment_steps),
     apply=apply_deployment_batch,
 )
 WEBHOOKS = Projection(
     name="webhooks",
-    subject_filter="ev.webhook.>",
+    source=WEBHOOK,
     tables=(webhook_deliveries,),
     apply=apply_webhook_batch,
 )

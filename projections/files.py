@@ -16,6 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.envelope import RecordedEvent
 from adapters.sql import insert_ignoring
+from domain.contents import CONTENT
+from domain.files import FILE
+from domain.violations import VIOLATIONS
 from projections.base import Projection, metadata
 from projections.rows import RowBatch
 
@@ -279,16 +282,16 @@ async def apply_violation_batch(session: AsyncSession, events: Sequence[Recorded
 
 FILES = Projection(
     name="files",
-    subject_filter="ev.file.>",
+    source=FILE,
     tables=(files, refer_keys, file_comments),
     apply=apply_file_batch,
 )
 CONTENTS = Projection(
-    name="contents", subject_filter="ev.content.>", tables=(contents,), apply=apply_content_batch
+    name="contents", source=CONTENT, tables=(contents,), apply=apply_content_batch
 )
 VIOLATIONS_CATALOGUE = Projection(
     name="violations",
-    subject_filter="ev.violations.>",
+    source=VIOLATIONS,
     tables=(violations,),
     apply=apply_violation_batch,
 )

@@ -9,6 +9,7 @@ from sqlalchemy import BigInteger, Column, DateTime, String, Table, Text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.envelope import RecordedEvent
+from domain.pipelines import EXECUTION
 from projections.base import Projection, metadata
 from projections.rows import RowBatch
 
@@ -76,7 +77,7 @@ async def apply_execution_batch(session: AsyncSession, events: Sequence[Recorded
 
 EXECUTIONS = Projection(
     name="executions",
-    subject_filter="ev.execution.>",
+    source=EXECUTION,
     tables=(executions,),
     apply=apply_execution_batch,
 )

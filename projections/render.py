@@ -25,6 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.envelope import RecordedEvent
+from domain.render import RENDER_JOB
+from domain.scenes import SCENE
 from projections.base import Projection, metadata
 from projections.rows import RowBatch
 
@@ -335,10 +337,8 @@ async def apply_scene_batch(session: AsyncSession, events: Sequence[RecordedEven
 
 RENDER = Projection(
     name="render",
-    subject_filter="ev.render.>",
+    source=RENDER_JOB,
     tables=(render_jobs, render_frames),
     apply=apply_render_batch,
 )
-SCENES = Projection(
-    name="scenes", subject_filter="ev.scene.>", tables=(scene_analyses,), apply=apply_scene_batch
-)
+SCENES = Projection(name="scenes", source=SCENE, tables=(scene_analyses,), apply=apply_scene_batch)

@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.envelope import RecordedEvent
 from adapters.sql import as_utc
+from domain.nodes import NODE
+from domain.tasks import TASK
 from projections.base import Projection, metadata
 from projections.rows import RowBatch
 
@@ -183,13 +185,13 @@ def batch_applier(
 
 TASKS = Projection(
     name="tasks",
-    subject_filter="ev.task.>",
+    source=TASK,
     tables=(tasks,),
     apply=batch_applier(tasks, apply_task_event),
 )
 NODES = Projection(
     name="nodes",
-    subject_filter="ev.node.>",
+    source=NODE,
     tables=(nodes,),
     apply=batch_applier(nodes, apply_node_event),
 )

@@ -14,6 +14,7 @@ from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, String, Tab
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.envelope import RecordedEvent
+from domain.uploads import UPLOAD
 from projections.base import Projection, metadata
 from projections.rows import RowBatch
 
@@ -90,7 +91,7 @@ async def apply_upload_batch(session: AsyncSession, events: Sequence[RecordedEve
 
 UPLOADS = Projection(
     name="uploads",
-    subject_filter="ev.upload.>",
+    source=UPLOAD,
     tables=(uploads,),
     apply=apply_upload_batch,
 )

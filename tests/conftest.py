@@ -31,6 +31,7 @@ from domain.access import Role
 from handlers.access import issue_api_key
 from handlers.projector import rebuild
 from projections.access import API_KEYS
+from slices.catalogue import CATALOGUE
 
 PG_ADMIN_DSN = os.environ.get("JETFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -115,7 +116,7 @@ async def _key_usable(runtime: Runtime, seq: int, projectors: bool) -> None:
 
 
 async def start_service(settings: Settings, **start: bool) -> Service:
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, CATALOGUE)
     await runtime.start(**start)
     projectors = start.get("projectors", True)
     admin_key, outcome = await issue_api_key(runtime.commands, Role.admin, "admin")

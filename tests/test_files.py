@@ -21,8 +21,8 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 from adapters.envelope import Metadata
 from api.cli import load_violations_file
 from domain.base import DomainError
+from domain.contents import CONTENT
 from domain.files import (
-    CONTENT,
     FILE,
     FileProcessingStarted,
     FileRegistered,

@@ -154,8 +154,7 @@ async def test_a_slow_subscriber_is_cut_off_with_the_sequence_to_resume_from(
     runtime = service.runtime
     task = await submit(service)
     async with LiveFeed(
-        runtime.store.js,
-        runtime.store.stream,
+        runtime.store,
         FeedFilter("task"),
         from_seq=task["seq"],
         max_queue=5,
@@ -175,8 +174,6 @@ async def test_a_slow_subscriber_is_cut_off_with_the_sequence_to_resume_from(
     assert f"resume from sequence {task['seq'] + 5}" in str(cut.value)
 
     # Resuming where it was cut delivers the rest, in order, once.
-    async with LiveFeed(
-        runtime.store.js, runtime.store.stream, FeedFilter("task"), from_seq=task["seq"] + 5
-    ) as feed:
+    async with LiveFeed(runtime.store, FeedFilter("task"), from_seq=task["seq"] + 5) as feed:
         rest = [await feed.next(timeout=5) for _ in range(16)]
     assert [e.seq for e in rest if e is not None] == list(range(task["seq"] + 5, task["seq"] + 21))

@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 import pytest
 from sqlalchemy import select
 
-from adapters.envelope import decode
 from api import consistency
-from api.runtime import PROJECTIONS, Runtime
+from api.runtime import Runtime
 from handlers.projector import consumer_name, rebuild
 from projections.base import apply_batch, checkpoints
+from slices.catalogue import CATALOGUE
 from tests.conftest import Service
 
 ServiceFactory = Callable[..., Awaitable[Service]]
@@ -24,7 +24,7 @@ async def dump(runtime: Runtime) -> list[str]:
     """Every projection row, in primary-key order, as text: equal dumps mean equal bytes."""
     lines: list[str] = []
     async with runtime.sessions() as session:
-        for projection in PROJECTIONS:
+        for projection in CATALOGUE.projections:
             for table in (*projection.tables, checkpoints):
                 query = select(table).order_by(*table.primary_key.columns)
                 lines.extend(f"{table.name} {tuple(r)!r}" for r in await session.execute(query))
@@ -34,7 +34,7 @@ async def dump(runtime: Runtime) -> list[str]:
 async def settle(service: Service) -> None:
     """Wait until every projection has applied the whole stream."""
     last = await service.runtime.store.last_seq()
-    await consistency.wait_for_seq(service.runtime, PROJECTIONS, last)
+    await consistency.wait_for_seq(service.runtime, CATALOGUE.projections, last)
 
 
 async def workload(service: Service, tasks: int = 30) -> None:
@@ -114,7 +114,7 @@ async def render_workload(service: Service, rng: random.Random) -> None:
 
 async def rebuild_all(runtime: Runtime) -> None:
     await runtime.stop_background()
-    for projection in PROJECTIONS:
+    for projection in CATALOGUE.projections:
         await rebuild(runtime.store, runtime.engine, runtime.sessions, projection)
 
 
@@ -163,7 +163,7 @@ async def test_a_batch_committed_but_never_acknowledged_is_not_applied_twice(
     for i in range(20):
         await first.http.post("/tasks", json={"code": f"print({i})"})
     runtime = first.runtime
-    tasks_projection = PROJECTIONS[0]
+    tasks_projection = CATALOGUE.projections[0]
     # Create the durable consumer as a projector would, fetch a batch, commit it, then "crash"
     # before the acknowledgement.
     from handlers.projector import prepare_consumer
@@ -173,7 +173,7 @@ async def test_a_batch_committed_but_never_acknowledged_is_not_applied_twice(
         durable=consumer_name(tasks_projection), stream=runtime.store.stream
     )
     msgs = await sub.fetch(20, timeout=5)
-    events = [decode(m.metadata.sequence.stream, m.data) for m in msgs]
+    events = [runtime.store.decode(m) for m in msgs]
     await apply_batch(runtime.sessions, tasks_projection, events)
     await sub.unsubscribe()
 

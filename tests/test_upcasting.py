@@ -8,7 +8,9 @@ from typing import Any, ClassVar
 import pydantic_core
 
 from adapters.envelope import subject_for
-from domain.base import Aggregate, Command, Event, Invalid
+from adapters.event_store import EventStore
+from domain.base import Aggregate, AggregateIndex, Command, Event, Invalid
+from slices.catalogue import CATALOGUE
 from tests.conftest import Service
 
 
@@ -45,7 +47,11 @@ NOTEBOOK = Aggregate[Notebook](
 
 
 async def test_a_v1_event_is_read_as_v2(service: Service) -> None:
-    store = service.runtime.store
+    # A reader knows the aggregates it is given: this one, beside the catalogue's.
+    served = service.runtime.store
+    store = EventStore(
+        served.nc, AggregateIndex([*CATALOGUE.aggregates, NOTEBOOK]), served.settings
+    )
     v1 = {
         "event_id": "0190a5f0-0000-7000-8000-000000000001",
         "type": "NoteTaken",

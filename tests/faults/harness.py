@@ -29,8 +29,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from adapters.event_store import servers
-from api.runtime import PROJECTIONS
 from projections.base import checkpoints
+from slices.catalogue import CATALOGUE
 from tests.conftest import free_port
 
 JETFLOW = str(Path(sys.executable).parent / "jetflow")
@@ -429,7 +429,7 @@ def assert_exactly_once(load: CommandLoad, messages: Iterable[StoredMessage]) ->
 
 def projection_tables() -> list[tuple[str, list[str]]]:
     """Every projection table and the checkpoints, with the primary key that orders its rows."""
-    tables = [table for projection in PROJECTIONS for table in projection.tables]
+    tables = [table for projection in CATALOGUE.projections for table in projection.tables]
     tables.append(checkpoints)
     return [(t.name, [c.name for c in t.primary_key.columns]) for t in tables]
 
