@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return asyncio.run(_serve(settings, args.host, args.port))
     if args.command == "worker":
-        from api.worker import Worker
+        from clients.worker import Worker
 
         node = Worker(
             api=args.api,
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return asyncio.run(node.run_until_signalled())
     if args.command == "deploy-agent":
-        from api.deploy_agent import DeployAgent, load_plan
+        from clients.deploy_agent import DeployAgent, load_plan
 
         deploy_agent = DeployAgent(
             api=args.api,
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _render_nodes(args: argparse.Namespace, settings: Settings) -> int:
-    from api.render_node import run_nodes
+    from clients.render_node import run_nodes
 
     low, _, high = args.frame_time.partition("-")
     nats_url = None if args.api else (args.nats or settings.nats_url)
