@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from api import events_cli, keys_cli
 from api.settings import Settings
+from cli import events, keys
 
 if TYPE_CHECKING:
     from api.runtime import Runtime
@@ -42,8 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("--max-tasks", type=int, default=0, help="stop after N tasks (0: never)")
 
     sub.add_parser("replay", help="drop every projection and rebuild it from sequence 1")
-    events_cli.add_parser(sub)
-    keys_cli.add_parser(sub)
+    events.add_parser(sub)
+    keys.add_parser(sub)
 
     violations = sub.add_parser(
         "load-violations", help="record the violation catalogue's missing or changed entries"
@@ -104,11 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "render-node":
         return asyncio.run(_render_nodes(args, settings))
     if args.command == "keys":
-        return keys_cli.main(args, settings)
+        return keys.main(args, settings)
     if args.command == "events":
-        return events_cli.main(args, settings)
+        return events.main(args, settings)
     if args.command == "replay":
-        from api.replay import replay_all
+        from cli.replay import replay_all
 
         return asyncio.run(replay_all(settings))
     if args.command == "load-violations":
