@@ -37,6 +37,7 @@ from handlers.tasks import (
     SubmitTaskRequest,
     cancel_task,
     heartbeat,
+    lease_answer,
     lease_next_task,
     report_progress,
     report_result,
@@ -113,15 +114,7 @@ def register_command_subjects(
         )
         if granted is None:
             return {"ok": True, "task_id": None, "status": "no_tasks"}
-        return outcome_reply(
-            granted.outcome,
-            task_id=granted.task_id,
-            code=granted.code,
-            timeout=granted.timeout,
-            resources={"cpu": granted.cpu, "memory": granted.memory},
-            attempt=granted.attempt,
-            lease_deadline=granted.lease_deadline.isoformat(),
-        )
+        return outcome_reply(granted.outcome, **lease_answer(granted))
 
     verbs: dict[str, Handler] = {
         "submit": submit,
