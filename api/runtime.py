@@ -19,11 +19,11 @@ from adapters.idempotency import IdempotencyRecords
 from adapters.nats_server import EmbeddedNatsServer
 from adapters.secrets import SecretBox
 from adapters.sql import create_engine, default_sqlite_url, session_factory
+from api.nats_tasks import register_command_subjects
 from api.settings import Settings
 from handlers.commands import CommandService
 from handlers.deployments import start_slot_releaser
 from handlers.files import start_file_tracker
-from handlers.nats_commands import register_command_subjects
 from handlers.process_managers import run_timers, start_node_offline_requeuer
 from handlers.projector import ProjectionProgress, start_projection
 from handlers.render import FrameScheduler
