@@ -19,7 +19,7 @@ from adapters.idempotency import IdempotencyRecords
 from adapters.nats_server import EmbeddedNatsServer
 from adapters.secrets import SecretBox
 from adapters.sql import create_engine, default_sqlite_url, session_factory
-from api.nats_tasks import register_command_subjects
+from api import nats_render, nats_tasks
 from api.settings import Settings
 from handlers.commands import CommandService
 from handlers.deployments import start_slot_releaser
@@ -106,9 +106,8 @@ class Runtime:
             servers(self.nats_url), logger=log, log_level=logging.DEBUG, graceful_timeout=10
         )
         await broker.connect()
-        register_command_subjects(
-            broker, self.commands, self.sessions, self.frames, lease_grace_s=s.lease_grace_s
-        )
+        nats_tasks.subscribe(broker, self)
+        nats_render.subscribe(broker, self)
         await broker.start()
         js = self.store.js
         if projectors:
