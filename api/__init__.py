@@ -1,1 +1,1 @@
-"""The edges users touch: the Litestar HTTP API, the composition root and the command line."""
+"""The service's entrypoints: the HTTP API, the NATS command subjects and the composition root."""

@@ -45,6 +45,7 @@ from handlers.tasks import (
     SubmitTaskRequest,
     cancel_task,
     heartbeat,
+    lease_answer,
     lease_next_task,
     report_progress,
     report_result,
@@ -242,16 +243,7 @@ class TaskController(Controller):
             return Response(None, status_code=HTTP_204_NO_CONTENT)
         seq = granted.outcome.last_seq
         return Response(
-            {
-                "task_id": granted.task_id,
-                "code": granted.code,
-                "timeout": granted.timeout,
-                "resources": {"cpu": granted.cpu, "memory": granted.memory},
-                "attempt": granted.attempt,
-                "lease_deadline": granted.lease_deadline.isoformat(),
-                "status": "assigned",
-                "seq": seq,
-            },
+            {**lease_answer(granted), "status": "assigned", "seq": seq},
             headers={SEQ_HEADER: str(seq)},
         )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import select
@@ -192,3 +192,16 @@ async def lease_next_task(
             outcome=outcome,
         )
     return None
+
+
+def lease_answer(lease: Lease) -> dict[str, Any]:
+    """What a node learns of the task it won, built once so that HTTP and NATS cannot drift apart;
+    HTTP adds ``status`` and ``seq``, a NATS reply wraps it in the command outcome."""
+    return {
+        "task_id": lease.task_id,
+        "code": lease.code,
+        "timeout": lease.timeout,
+        "resources": {"cpu": lease.cpu, "memory": lease.memory},
+        "attempt": lease.attempt,
+        "lease_deadline": lease.lease_deadline.isoformat(),
+    }

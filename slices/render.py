@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from api import nats_render
 from api import render as http
 from domain.render import RENDER_JOB
 from domain.scenes import SCENE
@@ -15,6 +16,7 @@ SLICE = Slice(
     aggregates=(RENDER_JOB, SCENE),
     projections=(RENDER, SCENES),
     routes=http.ROUTES,
+    subjects=(nats_render.subscribe,),
     timers=(
         lambda rt, now: time_out_frames(rt.commands, rt.sessions, now),
         lambda rt, now: expire_render_jobs(rt.commands, rt.sessions, now),

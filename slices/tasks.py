@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from api import nats_tasks
 from api import tasks as http
 from domain.nodes import NODE
 from domain.tasks import TASK
-from handlers.nats_commands import register_command_subjects
 from handlers.process_managers import expire_leases, mark_silent_nodes, start_node_offline_requeuer
 from handlers.webhooks import WebhookSource, callback_url, generic_payload
 from projections.tasks import NODES, TASKS
@@ -16,11 +16,7 @@ SLICE = Slice(
     aggregates=(TASK, NODE),
     projections=(TASKS, NODES),
     routes=http.ROUTES,
-    subjects=(
-        lambda broker, rt: register_command_subjects(
-            broker, rt.commands, rt.sessions, rt.frames, lease_grace_s=rt.settings.lease_grace_s
-        ),
-    ),
+    subjects=(nats_tasks.subscribe,),
     timers=(
         lambda rt, now: expire_leases(rt.commands, rt.sessions, now),
         lambda rt, now: mark_silent_nodes(

@@ -19,7 +19,7 @@ import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 
 from adapters.envelope import Metadata
-from api.cli import load_violations_file
+from cli.violations import load_violations_file
 from domain.base import DomainError
 from domain.contents import CONTENT
 from domain.files import (

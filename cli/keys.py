@@ -8,8 +8,8 @@ import sys
 
 from adapters.idempotency import IdempotencyRecords
 from adapters.live_feed import FeedFilter
-from api.joined_store import joined_event_store
 from api.settings import Settings
+from cli.joined_store import joined_event_store
 from domain.access import Role
 from domain.base import DomainError
 from handlers.access import issue_api_key, revoke_api_key

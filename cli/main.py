@@ -6,21 +6,14 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING
 
-import uvicorn
-
-from api import events_cli, keys_cli
 from api.settings import Settings
-
-if TYPE_CHECKING:
-    from api.runtime import Runtime
-
+from cli import events, keys
+from cli.serve import serve
+from cli.violations import load_violations_file
 
 API_KEY_ENV = os.environ.get("JETFLOW_API_KEY")
 
@@ -29,9 +22,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jetflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the HTTP API, projectors and process managers")
-    serve.add_argument("--host", help="HTTP host (JETFLOW_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="HTTP port (JETFLOW_PORT, default 8000)")
+    serving = sub.add_parser("serve", help="run the HTTP API, projectors and process managers")
+    serving.add_argument("--host", help="HTTP host (JETFLOW_HOST, default 127.0.0.1)")
+    serving.add_argument("--port", type=int, help="HTTP port (JETFLOW_PORT, default 8000)")
 
     worker = sub.add_parser("worker", help="lease compute tasks and run them in a sandbox")
     worker.add_argument("--api", default="http://127.0.0.1:8000", help="jetflow API base URL")
@@ -42,8 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("--max-tasks", type=int, default=0, help="stop after N tasks (0: never)")
 
     sub.add_parser("replay", help="drop every projection and rebuild it from sequence 1")
-    events_cli.add_parser(sub)
-    keys_cli.add_parser(sub)
+    events.add_parser(sub)
+    keys.add_parser(sub)
 
     violations = sub.add_parser(
         "load-violations", help="record the violation catalogue's missing or changed entries"
@@ -75,9 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
     if args.command == "serve":
-        return asyncio.run(_serve(settings, args.host, args.port))
+        return asyncio.run(serve(settings, args.host, args.port))
     if args.command == "worker":
-        from api.worker import Worker
+        from clients.worker import Worker
 
         node = Worker(
             api=args.api,
@@ -89,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return asyncio.run(node.run_until_signalled())
     if args.command == "deploy-agent":
-        from api.deploy_agent import DeployAgent, load_plan
+        from clients.deploy_agent import DeployAgent, load_plan
 
         deploy_agent = DeployAgent(
             api=args.api,
@@ -104,11 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "render-node":
         return asyncio.run(_render_nodes(args, settings))
     if args.command == "keys":
-        return keys_cli.main(args, settings)
+        return keys.main(args, settings)
     if args.command == "events":
-        return events_cli.main(args, settings)
+        return events.main(args, settings)
     if args.command == "replay":
-        from api.replay import replay_all
+        from cli.replay import replay_all
 
         return asyncio.run(replay_all(settings))
     if args.command == "load-violations":
@@ -118,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _render_nodes(args: argparse.Namespace, settings: Settings) -> int:
-    from api.render_node import run_nodes
+    from clients.render_node import run_nodes
 
     low, _, high = args.frame_time.partition("-")
     nats_url = None if args.api else (args.nats or settings.nats_url)
@@ -139,62 +132,6 @@ async def _render_nodes(args: argparse.Namespace, settings: Settings) -> int:
     refused = sum(s.refused for s in stats)
     print(f"render nodes: {finished} frames finished, {failed} failed, {refused} refused")
     return 0
-
-
-async def load_violations_file(settings: Settings, path: Path | None) -> int:
-    """``jetflow load-violations``: define what the file has and the catalogue lacks."""
-    from api.runtime import Runtime
-    from handlers.violations import load_violations
-    from slices.catalogue import CATALOGUE
-
-    runtime = Runtime(settings, CATALOGUE)
-    await runtime.open()
-    try:
-        outcome = await load_violations(runtime.commands, path or settings.violations_file)
-    finally:
-        await runtime.stop()
-    print(f"violation catalogue: {len(outcome.events)} entries defined or changed")
-    return 0
-
-
-async def _serve(settings: Settings, host: str | None, port: int | None) -> int:
-    from api.app import create_app
-    from api.runtime import Runtime
-    from slices.catalogue import CATALOGUE
-
-    runtime = Runtime(settings, CATALOGUE)
-    await runtime.start()
-    config = uvicorn.Config(
-        create_app(runtime),
-        host=host or settings.http_host,
-        port=port or settings.http_port,
-        log_level="info",
-        lifespan="on",
-    )
-    server = _Server(config, runtime)
-    logging.getLogger("jetflow").info("NATS at %s", runtime.nats_url)
-    # uvicorn re-raises the signal that stopped it once it has shut down; with the default
-    # handlers that would kill the process before the runtime (and its embedded nats-server)
-    # is stopped, so the re-raised signal is made harmless here.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: None)
-    try:
-        await server.serve()
-    finally:
-        await runtime.stop()
-    return 0
-
-
-class _Server(uvicorn.Server):
-    """uvicorn waits for open responses before it shuts down; live feeds end on this signal."""
-
-    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
-        super().__init__(config)
-        self.runtime = runtime
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.runtime.closing.set()
-        super().handle_exit(sig, frame)
 
 
 if __name__ == "__main__":

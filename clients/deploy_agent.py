@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from adapters.deploy_modes import available_modes, uv_binary
-from api.polling_client import PollingClient
+from clients.polling import PollingClient
 
 log = logging.getLogger("jetflow.deploy_agent")
 MAX_LOG_BYTES = 1_000_000

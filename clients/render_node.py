@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import nats
 import xxhash
 
-from api.polling_client import api_client
+from clients.polling import api_client
 
 
 @dataclass

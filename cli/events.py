@@ -1,6 +1,6 @@
 """``jetflow events``: list, tail, history, state-as-of and JSON Lines export of the event log.
 
-It joins the NATS server of a running ``jetflow serve`` (see ``api.joined_store``).
+It joins the NATS server of a running ``jetflow serve`` (see ``cli.joined_store``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any, TextIO
 from adapters.envelope import RecordedEvent
 from adapters.event_store import EventStore
 from adapters.live_feed import FeedClosed, FeedFilter, FeedOverflow, LiveFeed
-from api.joined_store import joined_event_store
 from api.settings import Settings
+from cli.joined_store import joined_event_store
 from domain.base import DomainError
 from handlers.audit import EventQuery, audit_aggregate, find_events
 

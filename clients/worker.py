@@ -17,7 +17,7 @@ import httpx
 import psutil
 
 from adapters.code_runner import RunLimits, run_python
-from api.polling_client import PollingClient
+from clients.polling import PollingClient
 
 log = logging.getLogger("jetflow.worker")
 

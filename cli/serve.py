@@ -1,0 +1,55 @@
+"""``jetflow serve``: the HTTP API on uvicorn over one ``Runtime``, which outlives uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from api.settings import Settings
+
+if TYPE_CHECKING:
+    from api.runtime import Runtime
+
+
+async def serve(settings: Settings, host: str | None, port: int | None) -> int:
+    from api.app import create_app
+    from api.runtime import Runtime
+    from slices.catalogue import CATALOGUE
+
+    runtime = Runtime(settings, CATALOGUE)
+    await runtime.start()
+    config = uvicorn.Config(
+        create_app(runtime),
+        host=host or settings.http_host,
+        port=port or settings.http_port,
+        log_level="info",
+        lifespan="on",
+    )
+    server = _Server(config, runtime)
+    logging.getLogger("jetflow").info("NATS at %s", runtime.nats_url)
+    # uvicorn re-raises the signal that stopped it once it has shut down; with the default
+    # handlers that would kill the process before the runtime (and its embedded nats-server)
+    # is stopped, so the re-raised signal is made harmless here.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    try:
+        await server.serve()
+    finally:
+        await runtime.stop()
+    return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn waits for open responses before it shuts down; live feeds end on this signal."""
+
+    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.runtime.closing.set()
+        super().handle_exit(sig, frame)
