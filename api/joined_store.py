@@ -10,20 +10,20 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from adapters.event_store import EventStore, StreamSettings
+from adapters.event_store import JetStreamEventStore, StreamSettings
 from adapters.nats_server import EmbeddedNatsServer
 from api.settings import Settings
 
 
 @contextlib.asynccontextmanager
-async def joined_event_store(settings: Settings) -> AsyncIterator[EventStore]:
+async def joined_event_store(settings: Settings) -> AsyncIterator[JetStreamEventStore]:
     store_dir = (settings.data_dir / "nats").resolve()
     embedded: EmbeddedNatsServer | None = None
     url = settings.nats_url or await EmbeddedNatsServer.serving(store_dir)
     if url is None:
         embedded = EmbeddedNatsServer(store_dir=store_dir)
         url = await embedded.start()
-    store = await EventStore.connect(
+    store = await JetStreamEventStore.connect(
         url, StreamSettings(name=settings.stream, replicas=settings.stream_replicas)
     )
     try:

@@ -15,9 +15,9 @@ from typing import Any
 import pydantic_core
 
 from adapters.envelope import RecordedEvent, aggregate_filter, to_domain
-from adapters.event_store import EventStore
 from adapters.live_feed import FeedFilter
 from domain.base import NotFound, aggregate_named
+from handlers.ports import EventStore
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import Any
 
 from adapters.envelope import Metadata, to_domain
-from adapters.event_store import ConcurrencyConflict, DuplicateAppend, EventStore
-from adapters.idempotency import CommandOutcome, IdempotencyRecords
 from domain.base import Aggregate, Command, DomainError, Event, NotFound
+from handlers.outcome import CommandOutcome
+from handlers.ports import ConcurrencyConflict, DuplicateAppend, EventStore, IdempotencyRecords
 from handlers.repository import AggregateRepository
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.blob_store import LocalBlobStore
 from adapters.envelope import Metadata, decode
-from adapters.idempotency import CommandOutcome
 from adapters.secrets import SecretBox
 from adapters.sql import as_utc
 from domain.base import DomainError
@@ -42,6 +41,7 @@ from domain.deployments import (
 )
 from handlers.commands import CommandContext, CommandService
 from handlers.consumer import consume, ensure_durable
+from handlers.outcome import CommandOutcome
 from projections.deployments import deployments
 
 SLOT_RELEASER = "pm-deployment-slots"

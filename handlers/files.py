@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from adapters.blob_store import LocalBlobStore
 from adapters.envelope import Metadata, RecordedEvent, decode, to_domain
-from adapters.idempotency import CommandOutcome
 from domain.base import DomainError, Invalid
 from domain.files import (
     CONTENT,
@@ -45,6 +44,7 @@ from domain.uploads import UPLOAD, UploadCompleted, UploadCreated, UploadExpired
 from domain.violations import CATALOGUE_ID, VIOLATIONS
 from handlers.commands import CommandContext, CommandService
 from handlers.consumer import consume, ensure_durable
+from handlers.outcome import CommandOutcome
 
 log = logging.getLogger(__name__)
 FILE_TRACKER = "pm-files"

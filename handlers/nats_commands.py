@@ -16,11 +16,11 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.envelope import Metadata
-from adapters.idempotency import CommandOutcome
 from domain.render import JobId
 from domain.tasks import NodeId, TaskId
 from handlers.commands import CommandContext, CommandService
 from handlers.errors import EXPECTED, ErrorEnvelope, describe
+from handlers.outcome import CommandOutcome
 from handlers.render import (
     FailFrameRequest,
     FinishFrameRequest,

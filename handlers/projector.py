@@ -23,7 +23,7 @@ from nats.js.errors import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters.envelope import decode
-from adapters.event_store import EventStore
+from adapters.event_store import JetStreamEventStore
 from handlers.consumer import consume
 from projections.base import Projection, apply_batch, read_checkpoint, reset
 
@@ -107,7 +107,7 @@ async def start_projection(
 
 
 async def rebuild(
-    store: EventStore,
+    store: JetStreamEventStore,
     engine: AsyncEngine,
     sessions: async_sessionmaker[AsyncSession],
     projection: Projection,

@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from uuid6 import uuid7
 
 from adapters.envelope import Metadata
-from adapters.idempotency import CommandOutcome
 from adapters.sql import as_utc
 from domain.base import CallbackUrl, DomainError, Invalid
 from domain.hardware import HardwareConfig, match
@@ -40,6 +39,7 @@ from domain.render import (
 )
 from domain.scenes import SCENE, RecordSceneAnalysis, SceneAnalysis, SceneHash
 from handlers.commands import CommandContext, CommandService
+from handlers.outcome import CommandOutcome
 from projections.render import render_frames, render_jobs
 
 LEASE_CANDIDATES = 16

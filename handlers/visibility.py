@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from adapters.envelope import RecordedEvent, aggregate_filter
-from adapters.event_store import EventStore
 from domain.base import aggregate_named
+from handlers.ports import EventStore
 
 SHARED = frozenset({"node"})
 _REMEMBERED = 10_000
