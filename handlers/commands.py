@@ -166,7 +166,8 @@ class CommandService:
         if outcome.decided:
             return outcome.decided
         seqs = range(outcome.first_seq, outcome.last_seq + 1)
-        return tuple(to_domain(aggregate, await self.store.get(seq)) for seq in seqs)
+        # A list first: a generator holding ``await`` is an async generator, which tuple() refuses.
+        return tuple([to_domain(aggregate, await self.store.get(seq)) for seq in seqs])
 
     async def _first_answer(self, scope: str, key: str, seq: int | None) -> CommandOutcome:
         """The stream already holds this command's events: answer as the first delivery did.
