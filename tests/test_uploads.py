@@ -121,6 +121,7 @@ async def refused(
 # ---------------------------------------------------------------- real clients
 
 
+@pytest.mark.shared_stack
 async def test_options_advertise_the_protocol(service: Service) -> None:
     answer = await service.http.options("/uploads/")
     assert answer.status_code == 204
