@@ -34,24 +34,13 @@ from adapters.envelope import (
     to_domain,
 )
 from domain.base import Aggregate, AggregateIndex, Event
+from handlers.ports import AppendResult, ConcurrencyConflict, DuplicateAppend, EventStoreError
 
 S = TypeVar("S")
 
 WRONG_LAST_SEQUENCE = 10071
 BATCH_DUPLICATE_MSG_ID = 10201
 _READ_PAGE = 1000
-
-
-class EventStoreError(RuntimeError):
-    """JetStream refused an append for a reason other than concurrency or duplication."""
-
-
-class ConcurrencyConflict(EventStoreError):
-    """Another writer appended to the aggregate since its state was loaded."""
-
-
-class DuplicateAppend(EventStoreError):
-    """The idempotency key was used before; the first append stands."""
 
 
 @dataclass(frozen=True)
@@ -78,15 +67,8 @@ class StreamSettings:
         }
 
 
-@dataclass(frozen=True)
-class AppendResult:
-    first_seq: int
-    last_seq: int
-    duplicate: bool = False
-
-
-class EventStore:
-    """Append to and read from the JetStream event stream."""
+class JetStreamEventStore:
+    """The event store port on one JetStream stream."""
 
     def __init__(
         self, nc: Client, aggregates: AggregateIndex, settings: StreamSettings | None = None
@@ -99,11 +81,15 @@ class EventStore:
     @classmethod
     async def connect(
         cls, url: str, aggregates: AggregateIndex, settings: StreamSettings | None = None
-    ) -> EventStore:
+    ) -> JetStreamEventStore:
         nc = await nats.connect(servers(url), name="jetflow-event-store")
         store = cls(nc, aggregates, settings)
         await store.ensure_stream()
         return store
+
+    @property
+    def aggregates(self) -> AggregateIndex:
+        return self.codec.aggregates
 
     def decode(self, msg: Msg) -> RecordedEvent:
         """A message a consumer of this stream delivered, as the event it records."""

@@ -18,7 +18,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext as _JS
 
 from adapters.envelope import SUBJECT_PREFIX, RecordedEvent
-from adapters.event_store import EventStore
+from adapters.event_store import JetStreamEventStore
 
 DEFAULT_QUEUE = 1000
 
@@ -55,7 +55,7 @@ class LiveFeed:
 
     def __init__(
         self,
-        store: EventStore,
+        store: JetStreamEventStore,
         wanted: FeedFilter,
         *,
         from_seq: int | None = None,

@@ -14,9 +14,9 @@ from litestar.exceptions import HTTPException, SerializationException, Validatio
 from nats.errors import Error as NatsError
 from pydantic import ValidationError as PydanticValidationError
 
-from adapters.event_store import ConcurrencyConflict, DuplicateAppend
 from domain.base import DomainError
 from handlers.errors import ErrorBody, ErrorEnvelope, FieldError, describe
+from handlers.ports import ConcurrencyConflict, DuplicateAppend
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ from pydantic import BaseModel, StringConstraints, TypeAdapter
 from sqlalchemy import ColumnElement, Row, Select
 
 from adapters.envelope import Metadata
-from adapters.idempotency import CommandOutcome
 from adapters.sql import as_utc
 from api.auth import principal_of
 from api.runtime import Runtime
 from domain.access import Policy
 from domain.base import AGGREGATE_ID_PATTERN
 from handlers.commands import CommandContext
+from handlers.outcome import CommandOutcome
 
 SEQ_HEADER = "X-Jetflow-Seq"
 IdempotencyKey = Annotated[

@@ -22,8 +22,6 @@ from pydantic import BaseModel, Field, StringConstraints
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import Row, func, select
 
-from adapters.event_store import ConcurrencyConflict, DuplicateAppend
-from adapters.idempotency import CommandOutcome
 from api import consistency
 from api.errors import BROKER_UNAVAILABLE, ApiError, http_error_code
 from api.http import (
@@ -47,6 +45,8 @@ from api.http import (
 from domain.base import DomainError, NotFound
 from domain.hardware import match
 from handlers.errors import ErrorBody, FieldError, describe
+from handlers.outcome import CommandOutcome
+from handlers.ports import ConcurrencyConflict, DuplicateAppend
 from handlers.render import (
     CancelRenderJobRequest,
     CreateRenderJobRequest,

@@ -16,8 +16,8 @@ from faststream.nats import NatsBroker
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters.blob_store import LocalBlobStore
-from adapters.event_store import EventStore, StreamSettings, servers
-from adapters.idempotency import IdempotencyRecords
+from adapters.event_store import JetStreamEventStore, StreamSettings, servers
+from adapters.idempotency import KeyValueIdempotencyRecords
 from adapters.nats_server import EmbeddedNatsServer
 from adapters.secrets import SecretBox
 from adapters.sql import create_engine, default_sqlite_url, session_factory
@@ -41,7 +41,7 @@ class Runtime:
     catalogue: Catalogue
     nats_url: str = ""
     embedded: EmbeddedNatsServer | None = None
-    store: EventStore = field(init=False)
+    store: JetStreamEventStore = field(init=False)
     commands: CommandService = field(init=False)
     engine: AsyncEngine = field(init=False)
     sessions: async_sessionmaker[AsyncSession] = field(init=False)
@@ -63,12 +63,12 @@ class Runtime:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.nats_url = s.nats_url or await self._start_embedded()
-        self.store = await EventStore.connect(
+        self.store = await JetStreamEventStore.connect(
             self.nats_url,
             self.catalogue.aggregates,
             StreamSettings(name=s.stream, replicas=s.stream_replicas),
         )
-        idempotency = await IdempotencyRecords.open(
+        idempotency = await KeyValueIdempotencyRecords.open(
             self.store.js, f"{s.stream}_idempotency", replicas=s.stream_replicas
         )
         self.commands = CommandService(self.store, idempotency)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from adapters.envelope import RecordedEvent
-from adapters.event_store import EventStore
+from adapters.event_store import JetStreamEventStore
 from adapters.live_feed import FeedClosed, FeedFilter, FeedOverflow, LiveFeed
 from api.settings import Settings
 from cli.joined_store import joined_event_store
@@ -89,13 +89,13 @@ def _print(event: RecordedEvent, as_json: bool, out: TextIO = sys.stdout) -> Non
     print(json.dumps(event.as_dict(), default=str) if as_json else _line(event), file=out)
 
 
-async def _list(args: argparse.Namespace, store: EventStore) -> int:
+async def _list(args: argparse.Namespace, store: JetStreamEventStore) -> int:
     async for event in find_events(store, _query(args), args.limit):
         _print(event, args.json)
     return 0
 
 
-async def _tail(args: argparse.Namespace, store: EventStore) -> int:
+async def _tail(args: argparse.Namespace, store: JetStreamEventStore) -> int:
     query = _query(args)
     async with LiveFeed(store, query.wanted, from_seq=args.from_seq) as feed:
         while True:
@@ -109,7 +109,7 @@ async def _tail(args: argparse.Namespace, store: EventStore) -> int:
                 sys.stdout.flush()
 
 
-async def _export(args: argparse.Namespace, store: EventStore) -> int:
+async def _export(args: argparse.Namespace, store: JetStreamEventStore) -> int:
     count = 0
     with _output(args.output) as out:
         async for event in find_events(store, _query(args)):
@@ -128,14 +128,14 @@ def _output(name: str) -> Iterator[TextIO]:
         yield out
 
 
-async def _history(args: argparse.Namespace, store: EventStore) -> int:
+async def _history(args: argparse.Namespace, store: JetStreamEventStore) -> int:
     audit = await audit_aggregate(store, args.aggregate, args.aggregate_id)
     for event in audit.events:
         _print(event, False)
     return 0
 
 
-async def _state(args: argparse.Namespace, store: EventStore) -> int:
+async def _state(args: argparse.Namespace, store: JetStreamEventStore) -> int:
     audit = await audit_aggregate(
         store,
         args.aggregate,

@@ -11,21 +11,21 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from adapters.event_store import EventStore, StreamSettings
+from adapters.event_store import JetStreamEventStore, StreamSettings
 from adapters.nats_server import EmbeddedNatsServer
 from api.settings import Settings
 from slices.catalogue import CATALOGUE
 
 
 @contextlib.asynccontextmanager
-async def joined_event_store(settings: Settings) -> AsyncIterator[EventStore]:
+async def joined_event_store(settings: Settings) -> AsyncIterator[JetStreamEventStore]:
     store_dir = (settings.data_dir / "nats").resolve()
     embedded: EmbeddedNatsServer | None = None
     url = settings.nats_url or await EmbeddedNatsServer.serving(store_dir)
     if url is None:
         embedded = EmbeddedNatsServer(store_dir=store_dir)
         url = await embedded.start()
-    store = await EventStore.connect(
+    store = await JetStreamEventStore.connect(
         url,
         CATALOGUE.aggregates,
         StreamSettings(name=settings.stream, replicas=settings.stream_replicas),

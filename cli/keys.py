@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from adapters.idempotency import IdempotencyRecords
+from adapters.idempotency import KeyValueIdempotencyRecords
 from adapters.live_feed import FeedFilter
 from api.settings import Settings
 from cli.joined_store import joined_event_store
@@ -35,7 +35,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     async with joined_event_store(settings) as store:
-        idempotency = await IdempotencyRecords.open(
+        idempotency = await KeyValueIdempotencyRecords.open(
             store.js, f"{settings.stream}_idempotency", replicas=settings.stream_replicas
         )
         commands = CommandService(store, idempotency)

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 from adapters.credentials import new_api_key
 from adapters.envelope import Metadata
-from adapters.idempotency import CommandOutcome
 from domain.access import API_KEY, CreateApiKey, RevokeApiKey, Role
 from handlers.commands import CommandContext, CommandService
+from handlers.outcome import CommandOutcome
 
 
 async def issue_api_key(

@@ -15,9 +15,9 @@ from typing import Any
 import pydantic_core
 
 from adapters.envelope import RecordedEvent, aggregate_filter, to_domain
-from adapters.event_store import EventStore
 from adapters.live_feed import FeedFilter
 from domain.base import NotFound
+from handlers.ports import EventStore
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ async def audit_aggregate(
     as_of_time: datetime | None = None,
 ) -> AggregateAudit:
     """One aggregate's history and its state after the last event at or before the bound."""
-    aggregate = store.codec.aggregates.get(aggregate_name)
+    aggregate = store.aggregates.get(aggregate_name)
     if aggregate is None:
         raise NotFound("unknown_aggregate", f"There is no aggregate type {aggregate_name!r}")
     history = [

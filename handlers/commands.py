@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import Any
 
 from adapters.envelope import Metadata, to_domain
-from adapters.event_store import ConcurrencyConflict, DuplicateAppend, EventStore
-from adapters.idempotency import CommandOutcome, IdempotencyRecords
 from domain.base import Aggregate, Command, DomainError, Event, NotFound
+from handlers.outcome import CommandOutcome
+from handlers.ports import ConcurrencyConflict, DuplicateAppend, EventStore, IdempotencyRecords
 from handlers.repository import AggregateRepository
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,8 @@ class CommandService:
         if outcome.decided:
             return outcome.decided
         seqs = range(outcome.first_seq, outcome.last_seq + 1)
-        return tuple(to_domain(aggregate, await self.store.get(seq)) for seq in seqs)
+        # A list first: a generator holding ``await`` is an async generator, which tuple() refuses.
+        return tuple([to_domain(aggregate, await self.store.get(seq)) for seq in seqs])
 
     async def _first_answer(self, scope: str, key: str, seq: int | None) -> CommandOutcome:
         """The stream already holds this command's events: answer as the first delivery did.

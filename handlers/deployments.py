@@ -15,8 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.blob_store import LocalBlobStore
 from adapters.envelope import Metadata, events_of
-from adapters.event_store import EventStore
-from adapters.idempotency import CommandOutcome
+from adapters.event_store import JetStreamEventStore
 from adapters.secrets import SecretBox
 from adapters.sql import as_utc
 from domain.base import DomainError
@@ -45,6 +44,7 @@ from domain.deployments import (
 )
 from handlers.commands import CommandContext, CommandService
 from handlers.consumer import consume, ensure_durable
+from handlers.outcome import CommandOutcome
 from projections.deployments import deployments
 
 SLOT_RELEASER = "pm-deployment-slots"
@@ -291,7 +291,9 @@ async def expire_deployments(
     )
 
 
-async def start_slot_releaser(store: EventStore, commands: CommandService) -> asyncio.Task[None]:
+async def start_slot_releaser(
+    store: JetStreamEventStore, commands: CommandService
+) -> asyncio.Task[None]:
     """Give a deployment's slot back when it ends, whoever ended it."""
     await ensure_durable(store.js, store.stream, SLOT_RELEASER, events_of(DEPLOYMENT))
     context = CommandContext(Metadata(actor="system:deployment-slots"))

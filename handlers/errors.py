@@ -5,8 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from adapters.event_store import ConcurrencyConflict, DuplicateAppend
 from domain.base import DomainError, Gone, Invalid, NotFound, StateConflict
+from handlers.ports import ConcurrencyConflict, DuplicateAppend
 
 
 class FieldError(BaseModel):

@@ -21,8 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from adapters.blob_store import LocalBlobStore
 from adapters.envelope import Metadata, RecordedEvent, events_of, to_domain
-from adapters.event_store import EventStore
-from adapters.idempotency import CommandOutcome
+from adapters.event_store import JetStreamEventStore
 from domain.base import DomainError, Invalid
 from domain.contents import CONTENT, ClaimContent
 from domain.files import (
@@ -44,6 +43,7 @@ from domain.uploads import UPLOAD, UploadCompleted, UploadCreated, UploadExpired
 from domain.violations import CATALOGUE_ID, VIOLATIONS
 from handlers.commands import CommandContext, CommandService
 from handlers.consumer import consume, ensure_durable
+from handlers.outcome import CommandOutcome
 
 log = logging.getLogger(__name__)
 FILE_TRACKER = "pm-files"
@@ -167,7 +167,7 @@ async def follow_upload(
 
 
 async def start_file_tracker(
-    store: EventStore,
+    store: JetStreamEventStore,
     commands: CommandService,
     blobs: LocalBlobStore,
     *,

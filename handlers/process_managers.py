@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.envelope import Metadata, events_of
-from adapters.event_store import EventStore
+from adapters.event_store import JetStreamEventStore
 from domain.nodes import NODE, MarkNodeOffline, NodeStatus, NodeWentOffline
 from domain.tasks import ACTIVE, TASK, ExpireLease, RequeueTask
 from handlers.commands import CommandContext, CommandService
@@ -100,7 +100,7 @@ NODE_OFFLINE_CONSUMER = "pm-node-offline"
 
 
 async def start_node_offline_requeuer(
-    store: EventStore,
+    store: JetStreamEventStore,
     commands: CommandService,
     sessions: async_sessionmaker[AsyncSession],
 ) -> asyncio.Task[None]:

@@ -22,7 +22,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from adapters.event_store import EventStore
+from adapters.event_store import JetStreamEventStore
 from handlers.consumer import consume
 from projections.base import Projection, apply_batch, read_checkpoint, reset
 
@@ -80,7 +80,7 @@ async def prepare_consumer(
 
 
 async def start_projection(
-    store: EventStore,
+    store: JetStreamEventStore,
     projection: Projection,
     sessions: async_sessionmaker[AsyncSession],
     progress: ProjectionProgress,
@@ -105,7 +105,7 @@ async def start_projection(
 
 
 async def rebuild(
-    store: EventStore,
+    store: JetStreamEventStore,
     engine: AsyncEngine,
     sessions: async_sessionmaker[AsyncSession],
     projection: Projection,

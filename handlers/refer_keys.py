@@ -13,7 +13,6 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.envelope import Metadata
-from adapters.idempotency import CommandOutcome
 from adapters.sql import as_utc
 from domain.base import Command
 from domain.files import (
@@ -27,6 +26,7 @@ from domain.files import (
 )
 from handlers.commands import CommandContext, CommandService
 from handlers.files import new_refer_key
+from handlers.outcome import CommandOutcome
 from projections.files import files, refer_keys
 
 ROTATOR = CommandContext(Metadata(actor="system:refer-keys"))

@@ -14,7 +14,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from uuid6 import uuid7
 
-from adapters.idempotency import CommandOutcome
 from adapters.sql import as_utc
 from domain.base import CallbackUrl, DomainError, Invalid
 from domain.hardware import HardwareConfig, match
@@ -41,6 +40,7 @@ from domain.render import (
 )
 from domain.scenes import SCENE, RecordSceneAnalysis, SceneAnalysis, SceneHash
 from handlers.commands import CommandContext, CommandService
+from handlers.outcome import CommandOutcome
 from handlers.timers import TIMER
 from projections.render import render_frames, render_jobs
 

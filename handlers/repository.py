@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from adapters.envelope import aggregate_filter, to_domain
-from adapters.event_store import EventStore
 from domain.base import Aggregate, Event
+from handlers.ports import EventStore
 
 Key = tuple[str, str]
 

@@ -15,7 +15,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from uuid6 import uuid7
 
-from adapters.idempotency import CommandOutcome
 from domain.base import CallbackUrl, DomainError
 from domain.nodes import NODE, NodeLoad, NodeResources, RecordHeartbeat
 from domain.tasks import (
@@ -39,6 +38,7 @@ from domain.tasks import (
     TimeoutSeconds,
 )
 from handlers.commands import CommandContext, CommandService
+from handlers.outcome import CommandOutcome
 from projections.tasks import tasks
 
 LEASE_CANDIDATES = 16

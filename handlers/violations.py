@@ -10,7 +10,6 @@ import csv
 from pathlib import Path
 
 from adapters.envelope import Metadata
-from adapters.idempotency import CommandOutcome
 from domain.violations import (
     CATALOGUE_ID,
     VIOLATIONS,
@@ -21,6 +20,7 @@ from domain.violations import (
     ViolationEntry,
 )
 from handlers.commands import CommandContext, CommandService
+from handlers.outcome import CommandOutcome
 
 DEFAULT_VIOLATIONS_FILE = Path(__file__).resolve().parents[1] / "config" / "violations.csv"
 LOADER = CommandContext(Metadata(actor="system:load-violations"))

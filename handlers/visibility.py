@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from adapters.envelope import RecordedEvent, aggregate_filter
-from adapters.event_store import EventStore
+from handlers.ports import EventStore
 
 SHARED = frozenset({"node"})
 _REMEMBERED = 10_000
@@ -26,7 +26,7 @@ class OwnedEvents:
     async def visible(self, event: RecordedEvent) -> bool:
         if event.aggregate in SHARED:
             return True
-        aggregate = self.store.codec.aggregates.get(event.aggregate)
+        aggregate = self.store.aggregates.get(event.aggregate)
         if aggregate is None or aggregate.owner_of is None:
             return False
         return await self._owner(event) == self.user

@@ -25,7 +25,7 @@ import httpx
 from nats.aio.msg import Msg
 
 from adapters.envelope import ALL_EVENTS, Metadata, RecordedEvent
-from adapters.event_store import EventStore
+from adapters.event_store import JetStreamEventStore
 from domain.base import Aggregate, DomainError
 from domain.webhooks import WEBHOOK, RecordWebhookAttempt
 from handlers.commands import CommandContext, CommandService
@@ -149,7 +149,9 @@ class Dispatcher:
             log.info("webhook attempt not recorded: %s", refused.message)
 
 
-async def start_dispatcher(store: EventStore, dispatcher: Dispatcher) -> asyncio.Task[None]:
+async def start_dispatcher(
+    store: JetStreamEventStore, dispatcher: Dispatcher
+) -> asyncio.Task[None]:
     await ensure_durable(store.js, store.stream, DISPATCHER, ALL_EVENTS, max_ack_pending=BATCH)
 
     async def run() -> None:

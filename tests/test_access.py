@@ -72,6 +72,7 @@ async def call(client: httpx.AsyncClient, method: str, path: str) -> httpx.Respo
     )
 
 
+@pytest.mark.shared_stack
 async def test_every_route_declares_a_policy(service: Service) -> None:
     app = create_app(service.runtime)
     missing = [
@@ -89,6 +90,7 @@ async def test_every_route_declares_a_policy(service: Service) -> None:
     assert missing == []
 
 
+@pytest.mark.shared_stack
 async def test_no_credentials_and_wrong_roles_are_refused_on_every_route(service: Service) -> None:
     schema = (await service.http.get(f"{service.base_url}/schema/openapi.json")).json()
     anonymous = httpx.AsyncClient(base_url=f"{service.base_url}/api/v1", timeout=30)
@@ -116,6 +118,7 @@ async def test_no_credentials_and_wrong_roles_are_refused_on_every_route(service
     assert checked > 40
 
 
+@pytest.mark.shared_stack
 async def test_a_bad_key_is_refused_not_ignored(service: Service) -> None:
     forged = service.admin_key[:-4] + "AAAA"
     async with api_client(service.base_url, None) as client:
@@ -203,6 +206,7 @@ async def test_another_users_work_does_not_exist_for_them(service: Service) -> N
     assert ids["task_id"] in everything  # the admin sees every owner's work
 
 
+@pytest.mark.shared_stack
 async def test_the_owner_is_the_caller_and_the_actor_is_recorded(service: Service) -> None:
     ann = await service.client_as("operator", "ann")
     submitted = (await ann.post("/tasks", json={"code": "print(1)", "owner": "mallory"})).json()
@@ -220,6 +224,7 @@ async def test_the_owner_is_the_caller_and_the_actor_is_recorded(service: Servic
     assert mine.status_code == 200  # an admin may create for another user
 
 
+@pytest.mark.shared_stack
 async def test_a_viewer_reads_but_cannot_act(service: Service) -> None:
     ann = await service.client_as("operator", "ann")
     viewer = await service.client_as("viewer", "ann")
@@ -232,6 +237,7 @@ async def test_a_viewer_reads_but_cannot_act(service: Service) -> None:
     assert cancel.status_code == 403
 
 
+@pytest.mark.shared_stack
 async def test_a_worker_reports_but_cannot_submit_or_read(service: Service) -> None:
     worker = await service.client_as("worker", "node-op")
     assert (await worker.post("/tasks", json={"code": "1"})).status_code == 403

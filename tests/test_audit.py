@@ -82,6 +82,7 @@ async def test_state_as_of_a_time(service: Service) -> None:
     assert before.json()["error"]["code"] == "aggregate_not_found"
 
 
+@pytest.mark.shared_stack
 async def test_unknown_aggregates_answer_404(service: Service) -> None:
     unknown_type = await service.http.get("/audit/spaceship/x1")
     assert unknown_type.status_code == 404

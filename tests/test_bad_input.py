@@ -29,6 +29,7 @@ async def refused(
     return dict(body["error"])
 
 
+@pytest.mark.shared_stack
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -51,6 +52,7 @@ async def test_invalid_task_submissions_are_refused_with_field_errors(
     assert any(field in f["field"] for f in error["fields"]), error
 
 
+@pytest.mark.shared_stack
 async def test_code_limit_message_names_the_limit(service: Service) -> None:
     error = await refused(
         service, "POST", "/tasks", 422, "validation_error", json={"code": "x" * 10_001}
@@ -58,6 +60,7 @@ async def test_code_limit_message_names_the_limit(service: Service) -> None:
     assert "10000" in error["fields"][0]["message"]
 
 
+@pytest.mark.shared_stack
 async def test_malformed_json_is_a_400(service: Service) -> None:
     await refused(
         service,
@@ -70,6 +73,7 @@ async def test_malformed_json_is_a_400(service: Service) -> None:
     )
 
 
+@pytest.mark.shared_stack
 async def test_unknown_task_is_404_for_reads_and_writes(service: Service) -> None:
     await refused(service, "GET", "/tasks/no-such-task", 404, "task_not_found")
     await refused(service, "POST", "/tasks/no-such-task/cancel", 404, "task_not_found")
@@ -83,6 +87,7 @@ async def test_unknown_task_is_404_for_reads_and_writes(service: Service) -> Non
     )
 
 
+@pytest.mark.shared_stack
 async def test_a_bad_task_id_in_the_path_is_a_field_error(service: Service) -> None:
     await refused(service, "POST", "/tasks/bad.id/cancel", 422, "validation_error")
 
@@ -119,6 +124,7 @@ async def test_result_after_the_lease_expired_is_gone(service_factory: Any) -> N
     )
 
 
+@pytest.mark.shared_stack
 async def test_bad_query_parameters_are_field_errors(service: Service) -> None:
     error = await refused(
         service, "GET", "/tasks", 422, "validation_error", params={"page_size": 1000}
@@ -126,10 +132,12 @@ async def test_bad_query_parameters_are_field_errors(service: Service) -> None:
     assert error["fields"]
 
 
+@pytest.mark.shared_stack
 async def test_unknown_route_is_an_enveloped_404(service: Service) -> None:
     await refused(service, "GET", "/nope", 404, "not_found")
 
 
+@pytest.mark.shared_stack
 async def test_waiting_for_a_sequence_never_recorded_is_refused_at_once(service: Service) -> None:
     error = await refused(
         service, "GET", "/tasks", 422, "sequence_not_recorded", params={"wait_for_seq": 10**9}

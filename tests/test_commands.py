@@ -35,6 +35,7 @@ async def test_concurrent_resends_append_once_and_answer_alike(service: Service)
     assert len(history) == 1
 
 
+@pytest.mark.shared_stack
 async def test_a_resent_cancel_answers_like_the_first(service: Service) -> None:
     task = (await service.http.post("/tasks", json={"code": "x"})).json()
     headers = {"Idempotency-Key": "cancel-once"}
@@ -110,6 +111,7 @@ async def test_commands_over_nats_request_reply(service: Service, nc: nats.NATS)
     assert (await request(nc, "lease", {"node_id": "nats-node"}))["status"] == "no_tasks"
 
 
+@pytest.mark.shared_stack
 async def test_nats_refusals_use_the_error_envelope(service: Service, nc: nats.NATS) -> None:
     before = await service.runtime.store.last_seq()
     empty = await request(nc, "submit", {"code": ""})
@@ -127,6 +129,7 @@ async def test_nats_refusals_use_the_error_envelope(service: Service, nc: nats.N
     assert await service.runtime.store.last_seq() == before
 
 
+@pytest.mark.shared_stack
 async def test_nats_idempotency_header(service: Service, nc: nats.NATS) -> None:
     first = await request(nc, "submit", {"code": "x"}, **{"Idempotency-Key": "n-1"})
     again = await request(nc, "submit", {"code": "x"}, **{"Idempotency-Key": "n-1"})

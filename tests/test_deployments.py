@@ -243,6 +243,7 @@ async def test_twenty_racing_starts_take_exactly_the_three_slots(service: Servic
     assert retry.status_code == 202
 
 
+@pytest.mark.shared_stack
 @pytest.mark.parametrize(
     ("body", "field"),
     [

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from adapters.event_store import ConcurrencyConflict
 from api.runtime import Runtime
 from domain.tasks import TASK, Resources, TaskProgressed, TaskSubmitted
+from handlers.ports import ConcurrencyConflict
 from tests.conftest import Service
 
 

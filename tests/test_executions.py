@@ -35,6 +35,7 @@ async def test_an_execution_runs_through_either_path(service: Service, prefix: s
         assert [e["id"] for e in listed["results"]] == [execution_id]
 
 
+@pytest.mark.shared_stack
 async def test_a_failed_step_fails_the_execution_and_later_reports_are_refused(
     service: Service,
 ) -> None:
@@ -51,6 +52,7 @@ async def test_a_failed_step_fails_the_execution_and_later_reports_are_refused(
     assert late.json()["error"]["code"] == "execution_finished"
 
 
+@pytest.mark.shared_stack
 async def test_bad_execution_requests(service: Service) -> None:
     before = await service.runtime.store.last_seq()
     empty = await service.http.post("/executions/", json={"pipeline": "x", "stages": []})

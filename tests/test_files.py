@@ -678,6 +678,7 @@ async def test_the_catalogue_is_seeded_loaded_from_csv_and_edited(
     )
 
 
+@pytest.mark.shared_stack
 @pytest.mark.parametrize("path", ["/files/nope", "/files/bad..id/download"])
 async def test_unknown_files_are_not_found(service: Service, path: str) -> None:
     await refused(service, "GET", path, 404, "file_not_found")

@@ -86,6 +86,7 @@ async def test_sse_filters_by_aggregate_id_and_event_type(service: Service) -> N
     assert event["actor"] == "user:admin"
 
 
+@pytest.mark.shared_stack
 async def test_sse_refuses_a_bad_filter_with_the_error_envelope(service: Service) -> None:
     answer = await service.http.get("/events/stream", params={"aggregate": "task.>"})
     assert answer.status_code == 422

@@ -204,6 +204,7 @@ async def test_read_your_writes_waits_for_the_projection(service_factory: Servic
     assert answer.json()["seq"] == submitted["seq"]
 
 
+@pytest.mark.shared_stack
 async def test_waiting_for_a_sequence_outside_the_projection_returns(service: Service) -> None:
     beat = (await service.http.post("/nodes/n1/heartbeat")).json()
     answer = await service.http.get("/tasks", params={"wait_for_seq": beat["seq"]})

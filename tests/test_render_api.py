@@ -257,6 +257,7 @@ async def seed_refusal(
     return dict(body)
 
 
+@pytest.mark.shared_stack
 async def test_bad_input_gets_the_seed_codes_and_appends_nothing(service: Service) -> None:
     base = {"unionid": "u", "oss_file_path": "a.ma", "render_engine": "maya", "total_frames": 10}
     body = await seed_refusal(
@@ -302,6 +303,7 @@ async def test_bad_input_gets_the_seed_codes_and_appends_nothing(service: Servic
     )
 
 
+@pytest.mark.shared_stack
 async def test_hardware_configs_and_matching(service: Service) -> None:
     listed = (await service.http.get("/hardware-configs")).json()["data"]
     assert {c["id"] for c in listed} >= {"basic", "high_performance", "ultra_high"}
@@ -315,6 +317,7 @@ async def test_hardware_configs_and_matching(service: Service) -> None:
     assert none.json()["code"] == 2000
 
 
+@pytest.mark.shared_stack
 async def test_scene_analysis_is_cached_by_hash_and_lists_job_assets(service: Service) -> None:
     scene_hash = "6E57EFC1FB88700DFC4820E160348F07"
     analysis = {

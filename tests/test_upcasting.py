@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import pydantic_core
 
 from adapters.envelope import subject_for
-from adapters.event_store import EventStore
+from adapters.event_store import JetStreamEventStore
 from domain.base import Aggregate, AggregateIndex, Command, Event, Invalid
 from slices.catalogue import CATALOGUE
 from tests.conftest import Service
@@ -49,7 +49,7 @@ NOTEBOOK = Aggregate[Notebook](
 async def test_a_v1_event_is_read_as_v2(service: Service) -> None:
     # A reader knows the aggregates it is given: this one, beside the catalogue's.
     served = service.runtime.store
-    store = EventStore(
+    store = JetStreamEventStore(
         served.nc, AggregateIndex([*CATALOGUE.aggregates, NOTEBOOK]), served.settings
     )
     v1 = {

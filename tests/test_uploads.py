@@ -20,8 +20,8 @@ import xxhash
 from tusclient.client import TusClient
 from tusclient.storage.filestorage import FileStorage
 
-from adapters.event_store import EventStoreError
 from domain.uploads import CompleteUpload, RecordChunk
+from handlers.ports import EventStoreError
 from tests.conftest import Service
 
 JS_DIR = Path(__file__).parent / "js"
@@ -121,6 +121,7 @@ async def refused(
 # ---------------------------------------------------------------- real clients
 
 
+@pytest.mark.shared_stack
 async def test_options_advertise_the_protocol(service: Service) -> None:
     answer = await service.http.options("/uploads/")
     assert answer.status_code == 204
