@@ -2,30 +2,29 @@
 
 These routes speak the seed's envelopes: success is ``{"code", "message", "data"}`` and a refusal
 carries the seed's numeric code with ``message``, ``detail`` and ``errors`` beside jetflow's own
-``error`` object, so clients of either convention read it.
+``error`` object, so clients of either convention read it. What a refusal says is
+``api.errors.refusal``'s, as on every other route; the seed handlers only render it, adding the
+seed's own two: a missing field in a body validated by the handler has its own code (1001), and
+a refused value is echoed.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from litestar import Controller, MediaType, Request, Response, get, post
-from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
-from nats.errors import Error as NatsError
 from pydantic import BaseModel, Field, StringConstraints
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import Row, func, select
 
-from adapters.event_store import ConcurrencyConflict, DuplicateAppend
 from adapters.idempotency import CommandOutcome
 from api import consistency
-from api.errors import BROKER_UNAVAILABLE, ApiError, http_error_code
+from api.errors import REFUSED, ApiError, refusal
 from api.http import (
     OPERATE,
     READ,
@@ -44,9 +43,9 @@ from api.http import (
     utc,
     visible,
 )
-from domain.base import DomainError, NotFound
+from domain.base import NotFound
 from domain.hardware import match
-from handlers.errors import ErrorBody, FieldError, describe
+from handlers.errors import ErrorBody
 from handlers.render import (
     CancelRenderJobRequest,
     CreateRenderJobRequest,
@@ -64,8 +63,6 @@ from handlers.render import (
     retry_frame,
 )
 from projections.render import RENDER, SCENES, frame_key, render_frames, render_jobs, scene_analyses
-
-log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------ the seed's envelopes
 
@@ -112,8 +109,8 @@ def seed_code(body: ErrorBody) -> int:
 
 def seed_error(
     body: ErrorBody,
-    values: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
+    values: dict[str, Any] | None = None,
 ) -> Response[dict[str, Any]]:
     code = seed_code(body)
     status = 400 if body.status == 422 else body.status
@@ -137,74 +134,22 @@ def seed_error(
     return Response(content, status_code=status, media_type=MediaType.JSON, headers=headers)
 
 
-def _validation(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    if isinstance(exc, PydanticValidationError):
-        missing = any(err["type"] == "missing" for err in exc.errors())
-        fields = [
-            FieldError(field=".".join(str(p) for p in err["loc"]), message=err["msg"])
-            for err in exc.errors()
-        ]
-        values = {
-            ".".join(str(p) for p in err["loc"]): err["input"]
-            for err in exc.errors()
-            if isinstance(err.get("input"), (str, int, float))
-        }
-        code = "missing_field" if missing else "validation_error"
-        return seed_error(
-            ErrorBody(status=400, code=code, message="invalid fields", fields=fields), values
-        )
-    assert isinstance(exc, ValidationException)
-    extra = exc.extra if isinstance(exc.extra, list) else []
-    fields = [
-        FieldError(field=str(item.get("key") or ""), message=str(item.get("message")))
-        for item in extra
-        if isinstance(item, dict)
-    ]
-    return seed_error(
-        ErrorBody(status=400, code="validation_error", message=str(exc.detail), fields=fields)
-    )
+def _seed_refusal(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    body, headers = refusal(request, exc)
+    if not isinstance(exc, PydanticValidationError):
+        return seed_error(body, headers)
+    errors = exc.errors()
+    if any(err["type"] == "missing" for err in errors):
+        body = body.model_copy(update={"code": "missing_field"})
+    values = {
+        ".".join(str(p) for p in err["loc"]): err["input"]
+        for err in errors
+        if isinstance(err.get("input"), (str, int, float))
+    }
+    return seed_error(body, headers, values)
 
 
-def _described(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    body = describe(exc)
-    assert body is not None
-    return seed_error(body)
-
-
-def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[dict[str, Any]]:
-    return seed_error(exc.body)
-
-
-def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
-    if isinstance(exc.__cause__, SerializationException):
-        return seed_error(
-            ErrorBody(status=400, code="malformed_json", message="The body is not valid JSON")
-        )
-    return seed_error(
-        ErrorBody(
-            status=exc.status_code,
-            code=http_error_code(exc.status_code),
-            message=str(exc.detail),
-        ),
-        exc.headers,
-    )
-
-
-def _broker_unavailable(request: Request[Any, Any, Any], exc: NatsError) -> Response[Any]:
-    log.warning("%s %s: NATS unavailable: %r", request.method, request.url.path, exc)
-    return seed_error(BROKER_UNAVAILABLE, headers={"Retry-After": "1"})
-
-
-SEED_HANDLERS: dict[type[Exception], Any] = {
-    PydanticValidationError: _validation,
-    ValidationException: _validation,
-    DomainError: _described,
-    ConcurrencyConflict: _described,
-    DuplicateAppend: _described,
-    ApiError: _api_error,
-    HTTPException: _http_error,
-    NatsError: _broker_unavailable,
-}
+SEED_HANDLERS: dict[type[Exception], Any] = dict.fromkeys(REFUSED, _seed_refusal)
 
 
 def ok(
