@@ -4,23 +4,20 @@ from __future__ import annotations
 
 from litestar import Litestar, Router
 from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
-from api.audit import AuditController
+from api import audit, deployments, events, executions, health, tasks
 from api.auth import AuthMiddleware, KeyCache, policy_guard, rate_limit
-from api.deployments import DeploymentController
+from api.dependencies import dependencies
 from api.errors import EXCEPTION_HANDLERS
-from api.events import EventFeedController
-from api.executions import execution_routers
 from api.files import FileController
-from api.health import VERSION, HealthController
+from api.health import VERSION
 from api.http import PUBLIC
 from api.openapi import describe_access
 from api.render import RenderController
+from api.routing import api_v1
 from api.runtime import Runtime
-from api.tasks import TaskController
 from api.uploads import UploadController
 from api.violations import ViolationController
 from handlers.render import load_hardware_configs
@@ -28,24 +25,24 @@ from handlers.render import load_hardware_configs
 
 def create_app(runtime: Runtime) -> Litestar:
     """Build the app around an already started runtime (its lifetime is the caller's)."""
-
-    def provide_runtime() -> Runtime:
-        return runtime
-
     app = Litestar(
         route_handlers=[
-            TaskController,
+            api_v1(
+                [
+                    *tasks.ROUTES,
+                    *deployments.ROUTES,
+                    *health.ROUTES,
+                    *events.ROUTES,
+                    *audit.ROUTES,
+                    *executions.ROUTES,
+                ]
+            ),
             RenderController,
-            DeploymentController,
-            HealthController,
-            EventFeedController,
-            AuditController,
             UploadController,
             FileController,
             ViolationController,
-            *execution_routers(),
         ],
-        dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},
+        dependencies=dependencies(runtime),
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
             rate_limit(runtime.settings.rate_limit_per_minute),

@@ -12,8 +12,9 @@ from litestar import Controller, get
 from litestar.params import FromPath, QueryParameter
 
 from adapters.live_feed import FeedFilter
+from api.dependencies import Store
 from api.events import AggregateId, AggregateName, EventType
-from api.http import ADMIN, Rt, path_id
+from api.http import ADMIN, path_id
 from handlers.audit import EventQuery, audit_aggregate, find_events
 
 Seq = Annotated[int | None, QueryParameter(ge=1, required=False)]
@@ -21,7 +22,7 @@ Instant = Annotated[datetime | None, QueryParameter(required=False)]
 
 
 class AuditController(Controller):
-    path = "/api/v1/audit"
+    path = "/audit"
     tags = ["audit"]
 
     @get(
@@ -29,7 +30,7 @@ class AuditController(Controller):
     )
     async def list_events(
         self,
-        runtime: Rt,
+        store: Store,
         aggregate: AggregateName = None,
         aggregate_id: AggregateId = None,
         event_type: EventType = None,
@@ -42,7 +43,7 @@ class AuditController(Controller):
         query = EventQuery(
             FeedFilter(aggregate, aggregate_id, event_type), actor, since, until, from_seq
         )
-        events = [e.as_dict() async for e in find_events(runtime.store, query, limit)]
+        events = [e.as_dict() async for e in find_events(store, query, limit)]
         next_seq = events[-1]["seq"] + 1 if len(events) == limit else None
         return {"events": events, "count": len(events), "next_from_seq": next_seq}
 
@@ -53,14 +54,14 @@ class AuditController(Controller):
     )
     async def aggregate_history(
         self,
-        runtime: Rt,
+        store: Store,
         aggregate: FromPath[str],
         aggregate_id: FromPath[str],
         as_of_seq: Seq = None,
         as_of_time: Instant = None,
     ) -> dict[str, Any]:
         audit = await audit_aggregate(
-            runtime.store,
+            store,
             path_id(aggregate),
             path_id(aggregate_id),
             as_of_seq=as_of_seq,

@@ -11,25 +11,33 @@ from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from sqlalchemy import Row, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.deploy_modes import available_modes
-from api import consistency
+from api.dependencies import (
+    AppSettings,
+    Blobs,
+    Commands,
+    ReadAfter,
+    Secrets,
+    Sessions,
+    read_after,
+)
 from api.health import VERSION
 from api.http import (
     OPERATE,
     READ,
     WORK,
     IdempotencyKey,
-    Rt,
-    WaitForSeq,
     accepted,
-    caller,
     command_context,
+    owner_for_new,
     path_id,
     scoped,
     utc,
     visible,
 )
+from api.routing import API_V1
 from domain.base import NotFound
 from domain.deployments import DEPLOYMENT_SLOTS, SLOTS_ID
 from handlers.deployments import (
@@ -101,8 +109,10 @@ def deployment_view(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-async def _row(runtime: Any, deployment_id: str, request: Request[Any, Any, Any]) -> Row[Any]:
-    async with runtime.sessions() as session:
+async def _row(
+    sessions: async_sessionmaker[AsyncSession], deployment_id: str, request: Request[Any, Any, Any]
+) -> Row[Any]:
+    async with sessions() as session:
         row = (
             await session.execute(
                 select(deployments).where(deployments.c.deployment_id == deployment_id)
@@ -113,30 +123,28 @@ async def _row(runtime: Any, deployment_id: str, request: Request[Any, Any, Any]
     return row
 
 
-async def _wait(runtime: Any, seq: int | None, *more: Any) -> None:
-    if seq:
-        await consistency.wait_for_seq(runtime, (DEPLOYMENTS, *more), seq)
-
-
 class DeploymentController(Controller):
-    path = "/api/v1"
+    path = "/"
     tags = ["deployments"]
+    dependencies = {"read_after": read_after(DEPLOYMENTS)}
 
     @post("/deployments", opt=OPERATE, status_code=HTTP_202_ACCEPTED, summary="Start a deployment")
     async def start(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
+        secrets: Secrets,
+        settings: AppSettings,
         data: JSONBody[StartDeploymentRequest],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any]]:
         outcome = await start_deployment(
-            runtime.commands,
-            runtime.secrets,
+            commands,
+            secrets,
             data,
             command_context(request, idempotency_key),
-            limit=runtime.settings.max_concurrent_deployments,
-            owner=caller(request),
+            limit=settings.max_concurrent_deployments,
+            owner=owner_for_new(request),
         )
         deployment_id = outcome.aggregate_id
         return accepted(
@@ -145,8 +153,8 @@ class DeploymentController(Controller):
             status="accepted",
             message="Deployment accepted",
             mode=data.mode,
-            progress_url=f"/api/v1/deployments/{deployment_id}/progress",
-            logs_url=f"/api/v1/deployments/{deployment_id}/logs",
+            progress_url=f"{API_V1}/deployments/{deployment_id}/progress",
+            logs_url=f"{API_V1}/deployments/{deployment_id}/logs",
             metadata={**data.metadata, "api_version": VERSION},
         )
 
@@ -155,9 +163,11 @@ class DeploymentController(Controller):
         opt=READ,
         summary="Deployment service health, capacity and statistics",
     )
-    async def health(self, runtime: Rt) -> dict[str, Any]:
-        slots, _ = await runtime.commands.repository.load(DEPLOYMENT_SLOTS, SLOTS_ID)
-        async with runtime.sessions() as session:
+    async def health(
+        self, commands: Commands, sessions: Sessions, settings: AppSettings
+    ) -> dict[str, Any]:
+        slots, _ = await commands.repository.load(DEPLOYMENT_SLOTS, SLOTS_ID)
+        async with sessions() as session:
             counts = dict(
                 (
                     await session.execute(
@@ -171,7 +181,7 @@ class DeploymentController(Controller):
                 )
             )
         modes = await available_modes()
-        disk = psutil.disk_usage(str(runtime.settings.data_dir.resolve()))
+        disk = psutil.disk_usage(str(settings.data_dir.resolve()))
         return {
             "api_status": "ready",
             "timestamp": time.time(),
@@ -180,7 +190,7 @@ class DeploymentController(Controller):
                 mode: {"status": "available" if ok else "unavailable"} for mode, ok in modes.items()
             },
             "active_deployments": len(slots.active),
-            "max_concurrent_deployments": runtime.settings.max_concurrent_deployments,
+            "max_concurrent_deployments": settings.max_concurrent_deployments,
             "system_resources": {
                 "cpu_percent": psutil.cpu_percent(interval=None),
                 "memory_percent": psutil.virtual_memory().percent,
@@ -199,13 +209,11 @@ class DeploymentController(Controller):
     async def history(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        read_after: ReadAfter,
         limit: FromQuery[int] = 50,
-        wait_for_seq: WaitForSeq = None,
     ) -> list[dict[str, Any]]:
-        await _wait(runtime, wait_for_seq)
         limit = max(1, min(limit, 500))
-        async with runtime.sessions() as session:
+        async with read_after() as session:
             rows = (
                 await session.execute(
                     scoped(select(deployments), deployments.c.owner, request)
@@ -219,23 +227,19 @@ class DeploymentController(Controller):
     async def status(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        read_after: ReadAfter,
         deployment_id: FromPath[str],
-        wait_for_seq: WaitForSeq = None,
     ) -> dict[str, Any]:
-        await _wait(runtime, wait_for_seq)
-        return deployment_view(await _row(runtime, deployment_id, request))
+        return deployment_view(await _row(read_after, deployment_id, request))
 
     @get("/deployments/{deployment_id:str}/progress", opt=READ, summary="A deployment's progress")
     async def progress(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        read_after: ReadAfter,
         deployment_id: FromPath[str],
-        wait_for_seq: WaitForSeq = None,
     ) -> dict[str, Any]:
-        await _wait(runtime, wait_for_seq)
-        return progress_view((await _row(runtime, deployment_id, request))._mapping)
+        return progress_view((await _row(read_after, deployment_id, request))._mapping)
 
     @post(
         "/deployments/{deployment_id:str}/cancel",
@@ -244,10 +248,10 @@ class DeploymentController(Controller):
         summary="Cancel a deployment (a running one stops at its next step boundary)",
     )
     async def cancel(
-        self, request: Request[Any, Any, Any], runtime: Rt, deployment_id: FromPath[str]
+        self, request: Request[Any, Any, Any], commands: Commands, deployment_id: FromPath[str]
     ) -> Response[dict[str, Any]]:
         outcome = await cancel_deployment(
-            runtime.commands, path_id(deployment_id), command_context(request, None)
+            commands, path_id(deployment_id), command_context(request, None)
         )
         status = "cancelled" if "DeploymentCancelled" in outcome.events else "cancelling"
         return accepted(
@@ -268,13 +272,12 @@ class DeploymentController(Controller):
     async def logs(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        read_after: ReadAfter,
+        blobs: Blobs,
         deployment_id: FromPath[str],
-        wait_for_seq: WaitForSeq = None,
     ) -> str:
-        await _wait(runtime, wait_for_seq)
-        await _row(runtime, deployment_id, request)
-        async with runtime.sessions() as session:
+        await _row(read_after, deployment_id, request)
+        async with read_after() as session:
             steps = (
                 await session.execute(
                     select(
@@ -289,22 +292,24 @@ class DeploymentController(Controller):
             ).all()
         parts = []
         for index, name, status, log_hash in steps:
-            text = runtime.blobs.read(log_hash).decode(errors="replace") if log_hash else ""
+            text = blobs.read(log_hash).decode(errors="replace") if log_hash else ""
             parts.append(f"=== step {index + 1}: {name} ({status}) ===\n{text}")
         return "\n".join(parts)
 
-    @get("/deployments/{deployment_id:str}/webhooks", opt=READ, summary="Webhook delivery attempts")
+    @get(
+        "/deployments/{deployment_id:str}/webhooks",
+        opt=READ,
+        summary="Webhook delivery attempts",
+        dependencies={"read_after": read_after(WEBHOOKS)},
+    )
     async def webhooks(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        read_after: ReadAfter,
         deployment_id: FromPath[str],
-        wait_for_seq: WaitForSeq = None,
     ) -> list[dict[str, Any]]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (WEBHOOKS,), wait_for_seq)
-        await _row(runtime, deployment_id, request)
-        async with runtime.sessions() as session:
+        await _row(read_after, deployment_id, request)
+        async with read_after() as session:
             rows = (
                 await session.execute(
                     select(webhook_deliveries)
@@ -339,14 +344,16 @@ class DeploymentController(Controller):
     async def claim(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
+        sessions: Sessions,
+        secrets: Secrets,
         agent_id: FromPath[str],
         data: JSONBody[ClaimRequest],
     ) -> Response[dict[str, Any] | None]:
         claimed = await claim_next(
-            runtime.commands,
-            runtime.sessions,
-            runtime.secrets,
+            commands,
+            sessions,
+            secrets,
             path_id(agent_id),
             data,
             command_context(request, None),
@@ -376,13 +383,13 @@ class DeploymentController(Controller):
     async def step_start(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
         deployment_id: FromPath[str],
         index: FromPath[int],
         data: JSONBody[StepStartRequest],
     ) -> Response[dict[str, Any]]:
         outcome = await start_step(
-            runtime.commands, path_id(deployment_id), index, data, command_context(request, None)
+            commands, path_id(deployment_id), index, data, command_context(request, None)
         )
         return accepted(outcome, deployment_id=deployment_id, step=index, status="running")
 
@@ -395,14 +402,15 @@ class DeploymentController(Controller):
     async def step_finish(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
+        blobs: Blobs,
         deployment_id: FromPath[str],
         index: FromPath[int],
         data: JSONBody[StepFinishRequest],
     ) -> Response[dict[str, Any]]:
         outcome = await finish_step(
-            runtime.commands,
-            runtime.blobs,
+            commands,
+            blobs,
             path_id(deployment_id),
             index,
             data,
@@ -417,10 +425,10 @@ class DeploymentController(Controller):
         summary="The agent confirms it stopped after a cancel",
     )
     async def cancel_ack(
-        self, request: Request[Any, Any, Any], runtime: Rt, deployment_id: FromPath[str]
+        self, request: Request[Any, Any, Any], commands: Commands, deployment_id: FromPath[str]
     ) -> Response[dict[str, Any]]:
         outcome = await acknowledge_cancel(
-            runtime.commands, path_id(deployment_id), command_context(request, None)
+            commands, path_id(deployment_id), command_context(request, None)
         )
         return accepted(outcome, deployment_id=deployment_id, status="cancelled")
 

@@ -10,19 +10,17 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, Router, get, post
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy import Row, func, select
 from uuid6 import uuid7
 
-from api import consistency
+from api.dependencies import Commands, ReadAfter, read_after
 from api.http import (
     OPERATE,
     READ,
     WORK,
     Page,
     PageSize,
-    Rt,
-    WaitForSeq,
     accepted,
     command_context,
     path_id,
@@ -39,11 +37,8 @@ from domain.pipelines import (
     Trigger,
     UpdateStep,
 )
+from handlers.wire import WireModel
 from projections.pipelines import EXECUTIONS, executions
-
-
-class WireModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class StartExecutionRequest(WireModel):
@@ -78,26 +73,28 @@ def execution_view(row: Row[Any]) -> dict[str, Any]:
 class ExecutionController(Controller):
     path = "/executions"
     tags = ["pipeline executions"]
+    dependencies = {"read_after": read_after(EXECUTIONS)}
 
     @post("/", opt=OPERATE, status_code=HTTP_202_ACCEPTED, summary="Start a pipeline execution")
     async def start(
-        self, request: Request[Any, Any, Any], runtime: Rt, data: JSONBody[StartExecutionRequest]
+        self,
+        request: Request[Any, Any, Any],
+        commands: Commands,
+        data: JSONBody[StartExecutionRequest],
     ) -> Response[dict[str, Any]]:
         ctx = command_context(request, None)
         execution_id = str(uuid7())
         command = StartExecution(
             execution_id=execution_id, triggered_by=ctx.metadata.actor, **data.model_dump()
         )
-        outcome = await runtime.commands.execute(EXECUTION, execution_id, command, ctx)
+        outcome = await commands.execute(EXECUTION, execution_id, command, ctx)
         return accepted(outcome, id=execution_id, status="running")
 
     @get("/", opt=READ, summary="Executions, newest first")
     async def list_executions(
-        self, runtime: Rt, page: Page = 1, page_size: PageSize = 20, wait_for_seq: WaitForSeq = None
+        self, read_after: ReadAfter, page: Page = 1, page_size: PageSize = 20
     ) -> dict[str, Any]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (EXECUTIONS,), wait_for_seq)
-        async with runtime.sessions() as session:
+        async with read_after() as session:
             rows = (
                 await session.execute(
                     select(executions)
@@ -116,11 +113,9 @@ class ExecutionController(Controller):
 
     @get("/{execution_id:str}", opt=READ, summary="One execution")
     async def get_execution(
-        self, runtime: Rt, execution_id: FromPath[str], wait_for_seq: WaitForSeq = None
+        self, read_after: ReadAfter, execution_id: FromPath[str]
     ) -> dict[str, Any]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (EXECUTIONS,), wait_for_seq)
-        async with runtime.sessions() as session:
+        async with read_after() as session:
             row = (
                 await session.execute(
                     select(executions).where(executions.c.execution_id == execution_id)
@@ -139,13 +134,13 @@ class ExecutionController(Controller):
     async def update_step(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
         execution_id: FromPath[str],
         data: JSONBody[StepUpdateRequest],
     ) -> Response[dict[str, Any]]:
         execution_id = path_id(execution_id)
         command = UpdateStep(execution_id=execution_id, **data.model_dump())
-        outcome = await runtime.commands.execute(
+        outcome = await commands.execute(
             EXECUTION, execution_id, command, command_context(request, None)
         )
         return accepted(outcome, id=execution_id)
@@ -154,23 +149,16 @@ class ExecutionController(Controller):
         "/{execution_id:str}/cancel", opt=OPERATE, status_code=HTTP_202_ACCEPTED, summary="Cancel"
     )
     async def cancel(
-        self, request: Request[Any, Any, Any], runtime: Rt, execution_id: FromPath[str]
+        self, request: Request[Any, Any, Any], commands: Commands, execution_id: FromPath[str]
     ) -> Response[dict[str, Any]]:
         execution_id = path_id(execution_id)
         command = CancelExecution(execution_id=execution_id)
-        outcome = await runtime.commands.execute(
+        outcome = await commands.execute(
             EXECUTION, execution_id, command, command_context(request, None)
         )
         return accepted(outcome, id=execution_id, status="cancelled")
 
 
-def execution_routers() -> list[Router]:
-    """The same controller at the canonical path and at the seed's compatibility path."""
-    return [
-        Router(path=prefix, route_handlers=[ExecutionController])
-        for prefix in ("/api/v1/cicd", "/api/v1")
-    ]
-
-
-# What the catalogue mounts for this slice.
-ROUTES = tuple(execution_routers())
+# What the catalogue mounts for this slice under /api/v1: the same controller at the canonical
+# path (/cicd/executions) and at the seed's compatibility path (/executions).
+ROUTES = (Router(path="/cicd", route_handlers=[ExecutionController]), ExecutionController)

@@ -1,4 +1,6 @@
-"""GET /api/v1/health: is every part of the service working, and how far behind are the reads."""
+"""GET /api/v1/health: is every part of the service working, and how far behind are the reads.
+
+It takes the whole runtime: reporting on every part of it is its job."""
 
 from __future__ import annotations
 
@@ -7,20 +9,19 @@ from typing import Any
 
 import psutil
 from litestar import Controller, Response, get
-from litestar.di import NamedDependency
 from nats.errors import Error as NatsError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.http import PUBLIC
-from api.runtime import PROJECTIONS, Runtime
+from api.http import PUBLIC, Rt
+from api.runtime import PROJECTIONS
 from handlers.projector import consumer_name
 
 VERSION = "0.1.0"
 
 
 class HealthController(Controller):
-    path = "/api/v1"
+    path = "/"
     tags = ["system"]
 
     @get(
@@ -28,7 +29,7 @@ class HealthController(Controller):
         opt=PUBLIC,
         summary="Health of NATS, the stream, the database and the projections",
     )
-    async def health(self, runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
+    async def health(self, runtime: Rt) -> Response[dict[str, Any]]:
         components: dict[str, Any] = {}
         healthy = True
         try:

@@ -14,7 +14,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from sqlalchemy import Row, and_, func, select
 
-from api import consistency
+from api.dependencies import AppSettings, Commands, ReadAfter, Sessions, read_after
 from api.errors import ApiError
 from api.http import (
     OPERATE,
@@ -24,11 +24,9 @@ from api.http import (
     IdempotencyKey,
     Page,
     PageSize,
-    Rt,
-    WaitForSeq,
     accepted,
     command_context,
-    owned_by_caller,
+    owner_for_new,
     owner_scope,
     page_rows,
     path_id,
@@ -93,22 +91,21 @@ def node_view(row: Row[Any], held: int) -> dict[str, Any]:
 
 
 class TaskController(Controller):
-    path = "/api/v1"
+    path = "/"
     tags = ["tasks"]
+    dependencies = {"read_after": read_after(TASKS)}
 
     @post("/tasks", opt=OPERATE, status_code=HTTP_202_ACCEPTED, summary="Submit a task")
     async def submit(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
         data: JSONBody[SubmitTaskRequest],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any]]:
-        outcome = await submit_task(
-            runtime.commands,
-            owned_by_caller(request, data),
-            command_context(request, idempotency_key),
-        )
+        requested = data.owner if "owner" in data.model_fields_set else None
+        body = data.model_copy(update={"owner": owner_for_new(request, requested)})
+        outcome = await submit_task(commands, body, command_context(request, idempotency_key))
         return accepted(
             outcome,
             task_id=outcome.aggregate_id,
@@ -120,13 +117,10 @@ class TaskController(Controller):
     async def get_task(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        read_after: ReadAfter,
         task_id: FromPath[str],
-        wait_for_seq: WaitForSeq = None,
     ) -> dict[str, Any]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (TASKS,), wait_for_seq)
-        async with runtime.sessions() as session:
+        async with read_after() as session:
             row = (await session.execute(select(tasks).where(tasks.c.task_id == task_id))).first()
         if row is None or not visible(request, row.owner):
             raise ApiError(404, "task_not_found", f"Task {task_id} not found")
@@ -136,21 +130,18 @@ class TaskController(Controller):
     async def list_tasks(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        read_after: ReadAfter,
         status: FromQuery[TaskStatus | None] = None,
         page: Page = 1,
         page_size: PageSize = 20,
-        wait_for_seq: WaitForSeq = None,
     ) -> dict[str, Any]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (TASKS,), wait_for_seq)
         query = scoped(select(tasks), tasks.c.owner, request)
         count = scoped(select(func.count()).select_from(tasks), tasks.c.owner, request)
         if status is not None:
             query = query.where(tasks.c.status == status.value)
             count = count.where(tasks.c.status == status.value)
         query = query.order_by(tasks.c.submitted_at.desc(), tasks.c.task_id)
-        rows, total = await page_rows(runtime, query, count, page, page_size)
+        rows, total = await page_rows(read_after, query, count, page, page_size)
         return {
             "items": [task_view(r) for r in rows],
             "page": page,
@@ -167,14 +158,14 @@ class TaskController(Controller):
     async def cancel(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
         task_id: FromPath[str],
         data: JSONBody[CancelTaskRequest | None] = None,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any]]:
         body = data or CancelTaskRequest()
         ctx = command_context(request, idempotency_key)
-        outcome = await cancel_task(runtime.commands, path_id(task_id), body, ctx)
+        outcome = await cancel_task(commands, path_id(task_id), body, ctx)
         return accepted(outcome, task_id=task_id, status="cancelled")
 
     @post(
@@ -186,13 +177,13 @@ class TaskController(Controller):
     async def progress(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
         task_id: FromPath[str],
         data: JSONBody[ProgressRequest],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any]]:
         ctx = command_context(request, idempotency_key)
-        outcome = await report_progress(runtime.commands, path_id(task_id), data, ctx)
+        outcome = await report_progress(commands, path_id(task_id), data, ctx)
         return accepted(outcome, task_id=task_id, status="running")
 
     @post(
@@ -204,13 +195,13 @@ class TaskController(Controller):
     async def result(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
         task_id: FromPath[str],
         data: JSONBody[ResultRequest],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any]]:
         ctx = command_context(request, idempotency_key)
-        outcome = await report_result(runtime.commands, path_id(task_id), data, ctx)
+        outcome = await report_result(commands, path_id(task_id), data, ctx)
         return accepted(
             outcome,
             task_id=task_id,
@@ -227,16 +218,18 @@ class TaskController(Controller):
     async def lease(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
+        sessions: Sessions,
+        settings: AppSettings,
         node_id: FromPath[str],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any] | None]:
         granted = await lease_next_task(
-            runtime.commands,
-            runtime.sessions,
+            commands,
+            sessions,
             path_id(node_id),
             command_context(request, idempotency_key),
-            lease_grace_s=runtime.settings.lease_grace_s,
+            lease_grace_s=settings.lease_grace_s,
         )
         if granted is None:
             return Response(None, status_code=HTTP_204_NO_CONTENT)
@@ -264,21 +257,22 @@ class TaskController(Controller):
     async def heartbeat(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
         node_id: FromPath[str],
         data: JSONBody[HeartbeatRequest | None] = None,
     ) -> Response[dict[str, Any]]:
         ctx = command_context(request, None)
-        outcome = await heartbeat(
-            runtime.commands, path_id(node_id), data or HeartbeatRequest(), ctx
-        )
+        outcome = await heartbeat(commands, path_id(node_id), data or HeartbeatRequest(), ctx)
         return accepted(outcome, node_id=node_id, status="online")
 
-    @get("/nodes", opt=READ, summary="Worker nodes with their state")
-    async def list_nodes(self, runtime: Rt, wait_for_seq: WaitForSeq = None) -> dict[str, Any]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (NODES, TASKS), wait_for_seq)
-        async with runtime.sessions() as session:
+    @get(
+        "/nodes",
+        opt=READ,
+        summary="Worker nodes with their state",
+        dependencies={"read_after": read_after(NODES, TASKS)},
+    )
+    async def list_nodes(self, read_after: ReadAfter) -> dict[str, Any]:
+        async with read_after() as session:
             rows = (await session.execute(select(nodes).order_by(nodes.c.node_id))).all()
             held = await _tasks_held(session)
         return {"items": [node_view(r, held.get(r.node_id, 0)) for r in rows]}
@@ -287,18 +281,15 @@ class TaskController(Controller):
     async def results(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        read_after: ReadAfter,
         page: Page = 1,
         page_size: PageSize = 50,
-        wait_for_seq: WaitForSeq = None,
     ) -> dict[str, Any]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (TASKS,), wait_for_seq)
         done = tasks.c.status == TaskStatus.COMPLETED.value
         scope = owner_scope(request)
         if scope is not None:
             done = and_(done, tasks.c.owner == scope)
-        async with runtime.sessions() as session:
+        async with read_after() as session:
             rows = (
                 await session.execute(
                     select(tasks.c.task_id, tasks.c.result, tasks.c.finished_at)
@@ -319,15 +310,16 @@ class TaskController(Controller):
             ],
         }
 
-    @get("/stats", opt=READ, summary="Counts by status, run times, throughput and nodes")
-    async def stats(
-        self, request: Request[Any, Any, Any], runtime: Rt, wait_for_seq: WaitForSeq = None
-    ) -> dict[str, Any]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (TASKS, NODES), wait_for_seq)
+    @get(
+        "/stats",
+        opt=READ,
+        summary="Counts by status, run times, throughput and nodes",
+        dependencies={"read_after": read_after(TASKS, NODES)},
+    )
+    async def stats(self, request: Request[Any, Any, Any], read_after: ReadAfter) -> dict[str, Any]:
         hour_ago = datetime.now(UTC) - timedelta(hours=1)
         completed = tasks.c.status == TaskStatus.COMPLETED.value
-        async with runtime.sessions() as session:
+        async with read_after() as session:
             by_status = dict(
                 (
                     await session.execute(
