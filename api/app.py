@@ -7,7 +7,7 @@ from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
-from api import audit, deployments, events, executions, health, tasks
+from api import audit, deployments, events, executions, health, render, tasks
 from api.auth import AuthMiddleware, KeyCache, policy_guard, rate_limit
 from api.dependencies import dependencies
 from api.errors import EXCEPTION_HANDLERS
@@ -15,7 +15,6 @@ from api.files import FileController
 from api.health import VERSION
 from api.http import PUBLIC
 from api.openapi import describe_access
-from api.render import RenderController
 from api.routing import api_v1
 from api.runtime import Runtime
 from api.uploads import UploadController
@@ -35,9 +34,9 @@ def create_app(runtime: Runtime) -> Litestar:
                     *events.ROUTES,
                     *audit.ROUTES,
                     *executions.ROUTES,
+                    *render.ROUTES,
                 ]
             ),
-            RenderController,
             UploadController,
             FileController,
             ViolationController,

@@ -13,10 +13,11 @@ from typing import Any, Generic, TypeVar
 
 from litestar import Controller, MediaType, Request, Response
 from litestar.openapi import ResponseSpec
-from pydantic import BaseModel, Field
+from pydantic import Field
 from pydantic import ValidationError as PydanticValidationError
 
 from adapters.idempotency import CommandOutcome
+from api.answers import Answer
 from api.errors import REFUSED, refusal
 from api.http import SEQ_HEADER
 from handlers.errors import ErrorBody
@@ -63,13 +64,13 @@ def seed_code(body: ErrorBody) -> int:
     return 5000
 
 
-class SeedEnvelope(BaseModel, Generic[T]):
+class SeedEnvelope(Answer, Generic[T]):
     code: int
     message: str
     data: T
 
 
-class SeedFieldError(BaseModel):
+class SeedFieldError(Answer):
     field: str
     message: str
     value: bool | int | float | str | None = Field(
@@ -77,7 +78,7 @@ class SeedFieldError(BaseModel):
     )
 
 
-class SeedError(BaseModel):
+class SeedError(Answer):
     code: int
     message: str
     detail: str
@@ -155,7 +156,7 @@ WRITE_REFUSALS = {
 class SeedController(Controller):
     """A render controller: its refusals are rendered in the seed's envelope."""
 
-    path = "/api/v1"
+    path = "/"
     tags = ["render"]
     exception_handlers = SEED_HANDLERS
 

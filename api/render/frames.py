@@ -11,7 +11,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from sqlalchemy import func, select
 
-from api import consistency
+from api.dependencies import Commands, Frames, ReadAfter, read_after
 from api.http import (
     OPERATE,
     READ,
@@ -19,8 +19,6 @@ from api.http import (
     IdempotencyKey,
     Page,
     PageSize,
-    Rt,
-    WaitForSeq,
     command_context,
     page_rows,
     path_id,
@@ -48,6 +46,8 @@ from projections.render import RENDER, frame_key, render_frames
 
 
 class FrameController(SeedController):
+    dependencies = {"read_after": read_after(RENDER)}
+
     @get(
         "/render-jobs/{job_id:str}/frames",
         opt=READ,
@@ -57,16 +57,13 @@ class FrameController(SeedController):
     async def list_frames(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        read_after: ReadAfter,
         job_id: FromPath[str],
         page: Page = 1,
         page_size: PageSize = 50,
         status: FromQuery[str | None] = None,
-        wait_for_seq: WaitForSeq = None,
     ) -> Response[SeedEnvelope[RenderPage[FrameView]]]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (RENDER,), wait_for_seq)
-        await job_row(runtime, job_id, request)
+        await job_row(read_after, job_id, request)
         query = select(render_frames).where(render_frames.c.job_id == job_id)
         count = (
             select(func.count()).select_from(render_frames).where(render_frames.c.job_id == job_id)
@@ -76,7 +73,7 @@ class FrameController(SeedController):
             query = query.where(render_frames.c.status == stored)
             count = count.where(render_frames.c.status == stored)
         query = query.order_by(render_frames.c.frame_number)
-        rows, total = await page_rows(runtime, query, count, page, page_size)
+        rows, total = await page_rows(read_after, query, count, page, page_size)
         return ok(RenderPage[FrameView].of([frame_view(r) for r in rows], total, page, page_size))
 
     @get(
@@ -88,15 +85,12 @@ class FrameController(SeedController):
     async def get_frame(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        read_after: ReadAfter,
         job_id: FromPath[str],
         frame: FromPath[int],
-        wait_for_seq: WaitForSeq = None,
     ) -> Response[SeedEnvelope[FrameView]]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (RENDER,), wait_for_seq)
-        await job_row(runtime, job_id, request)
-        async with runtime.sessions() as session:
+        await job_row(read_after, job_id, request)
+        async with read_after() as session:
             row = (
                 await session.execute(
                     select(render_frames).where(
@@ -118,13 +112,12 @@ class FrameController(SeedController):
     async def retry(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
         job_id: FromPath[str],
         frame: FromPath[int],
     ) -> Response[SeedEnvelope[FrameChanged]]:
-        outcome = await retry_frame(
-            runtime.commands, path_id(job_id), frame, command_context(request, None)
-        )
+        ctx = command_context(request, None)
+        outcome = await retry_frame(commands, path_id(job_id), frame, ctx)
         changed = FrameChanged(id=job_id, frame_number=frame, status="queued", seq=outcome.last_seq)
         return written(outcome, changed, "Frame queued again")
 
@@ -138,14 +131,14 @@ class FrameController(SeedController):
     async def finish(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
         job_id: FromPath[str],
         frame: FromPath[int],
         data: JSONBody[FinishFrameRequest],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SeedEnvelope[FrameChanged]]:
         ctx = command_context(request, idempotency_key)
-        outcome = await finish_frame(runtime.commands, path_id(job_id), frame, data, ctx)
+        outcome = await finish_frame(commands, path_id(job_id), frame, data, ctx)
         changed = FrameChanged(
             id=job_id, frame_number=frame, status="completed", seq=outcome.last_seq
         )
@@ -161,14 +154,14 @@ class FrameController(SeedController):
     async def fail(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
         job_id: FromPath[str],
         frame: FromPath[int],
         data: JSONBody[FailFrameRequest],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SeedEnvelope[FrameChanged]]:
         ctx = command_context(request, idempotency_key)
-        outcome = await fail_frame(runtime.commands, path_id(job_id), frame, data, ctx)
+        outcome = await fail_frame(commands, path_id(job_id), frame, data, ctx)
         changed = FrameChanged(id=job_id, frame_number=frame, status="failed", seq=outcome.last_seq)
         return written(outcome, changed, "Frame failure recorded")
 
@@ -183,10 +176,14 @@ class FrameController(SeedController):
         },
     )
     async def lease(
-        self, request: Request[Any, Any, Any], runtime: Rt, node_id: FromPath[str]
+        self,
+        request: Request[Any, Any, Any],
+        commands: Commands,
+        frames: Frames,
+        node_id: FromPath[str],
     ) -> Response[SeedEnvelope[FrameLeased] | None]:
         granted = await lease_frame(
-            runtime.commands, runtime.frames, path_id(node_id), command_context(request, None)
+            commands, frames, path_id(node_id), command_context(request, None)
         )
         if granted is None:
             return Response(None, status_code=HTTP_204_NO_CONTENT)
@@ -197,7 +194,7 @@ class FrameController(SeedController):
             scene_file=granted.scene_file,
             render_engine=granted.render_engine,
             renderer=granted.renderer,
-            deadline=granted.deadline.isoformat(),
+            deadline=granted.deadline,
             seq=granted.outcome.last_seq,
         )
         return ok(leased, "Frame leased", seq=granted.outcome.last_seq)

@@ -7,20 +7,22 @@ from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
 from litestar.params import JSONBody
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from api.answers import Answer
 from api.errors import ApiError
 from api.http import READ
 from api.render.envelope import READ_REFUSALS, SeedController, SeedEnvelope, ok
 from domain.hardware import HardwareConfig, match
+from handlers.wire import WireModel
 
 
-class HardwareNeeds(BaseModel):
+class HardwareNeeds(WireModel):
     ram: Annotated[int, Field(ge=0, le=4096)] | None = None
     gpu_count: Annotated[int, Field(ge=0, le=64)] = 0
 
 
-class HardwareMatch(BaseModel):
+class HardwareMatch(Answer):
     recommended: HardwareConfig
     alternatives: list[HardwareConfig]
 

@@ -8,20 +8,19 @@ from typing import Annotated, Any, Literal
 from litestar import Request, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import Field, StringConstraints
 from sqlalchemy import Row, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api import consistency
+from api.dependencies import Commands, ReadAfter, read_after
 from api.http import (
     OPERATE,
     READ,
     IdempotencyKey,
     Page,
     PageSize,
-    Rt,
-    WaitForSeq,
     command_context,
-    owned_by_caller,
+    owner_for_new,
     page_rows,
     path_id,
     scoped,
@@ -48,7 +47,6 @@ from api.render.views import (
     job_view,
     pick,
 )
-from api.runtime import Runtime
 from domain.base import NotFound
 from handlers.render import (
     CancelRenderJobRequest,
@@ -58,6 +56,7 @@ from handlers.render import (
     pause_job,
     resume_job,
 )
+from handlers.wire import WireModel
 from projections.render import RENDER, render_jobs
 
 Fields = Annotated[
@@ -67,15 +66,17 @@ Fields = Annotated[
 SortBy = Literal["created_at", "priority", "status", "completed_frames", "total_frames"]
 
 
-class BatchStatusRequest(BaseModel):
+class BatchStatusRequest(WireModel):
     task_ids: Annotated[
         list[Annotated[str, StringConstraints(max_length=128)]], Field(min_length=1, max_length=100)
     ]
 
 
-async def job_row(runtime: Runtime, job_id: str, request: Request[Any, Any, Any]) -> Row[Any]:
+async def job_row(
+    sessions: async_sessionmaker[AsyncSession], job_id: str, request: Request[Any, Any, Any]
+) -> Row[Any]:
     """A job's row; one the caller may not see is as missing as an unknown one."""
-    async with runtime.sessions() as session:
+    async with sessions() as session:
         row = (
             await session.execute(select(render_jobs).where(render_jobs.c.job_id == job_id))
         ).first()
@@ -85,6 +86,8 @@ async def job_row(runtime: Runtime, job_id: str, request: Request[Any, Any, Any]
 
 
 class RenderJobController(SeedController):
+    dependencies = {"read_after": read_after(RENDER)}
+
     @post(
         "/render-jobs",
         opt=OPERATE,
@@ -97,16 +100,17 @@ class RenderJobController(SeedController):
     async def create(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
         data: JSONBody[dict[str, Any]],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SeedEnvelope[CreatedJob]]:
         # Validated here rather than by Litestar so a field error can echo the value it refused,
         # as the seed's error format does.
-        body = owned_by_caller(request, CreateRenderJobRequest.model_validate(data))
+        body = CreateRenderJobRequest.model_validate(data)
+        body = body.model_copy(update={"owner": owner_for_new(request, body.owner)})
         configs = request.app.state.hardware_configs
         ctx = command_context(request, idempotency_key)
-        outcome, command = await create_render_job(runtime.commands, configs, body, ctx)
+        outcome, command = await create_render_job(commands, configs, body, ctx)
         assert command.frame_end is not None
         total = command.frame_end - command.frame_start + 1
         hardware = command.hardware
@@ -134,17 +138,14 @@ class RenderJobController(SeedController):
     async def list_jobs(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        read_after: ReadAfter,
         page: Page = 1,
         page_size: PageSize = 20,
         sort_by: FromQuery[SortBy] = "created_at",
         order: FromQuery[Literal["asc", "desc"]] = "desc",
         status: FromQuery[str | None] = None,
         fields: Fields = None,
-        wait_for_seq: WaitForSeq = None,
     ) -> Response[SeedEnvelope[RenderPage[JobView]] | SeedEnvelope[RenderPage[Picked]]]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (RENDER,), wait_for_seq)
         column = render_jobs.c[sort_by]
         ordering = column.desc() if order == "desc" else column.asc()
         query = scoped(select(render_jobs), render_jobs.c.owner, request)
@@ -153,7 +154,7 @@ class RenderJobController(SeedController):
         if status:
             query = query.where(render_jobs.c.status == status)
             count = count.where(render_jobs.c.status == status)
-        rows, total = await page_rows(runtime, query, count, page, page_size)
+        rows, total = await page_rows(read_after, query, count, page, page_size)
         now = datetime.now(UTC)
         jobs = [job_view(r, now) for r in rows]
         if fields:
@@ -171,14 +172,11 @@ class RenderJobController(SeedController):
     async def get_job(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        read_after: ReadAfter,
         job_id: FromPath[str],
         fields: Fields = None,
-        wait_for_seq: WaitForSeq = None,
     ) -> Response[SeedEnvelope[JobView] | SeedEnvelope[Picked]]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (RENDER,), wait_for_seq)
-        job = job_view(await job_row(runtime, job_id, request), datetime.now(UTC))
+        job = job_view(await job_row(read_after, job_id, request), datetime.now(UTC))
         return ok(pick(job, fields)) if fields else ok(job)
 
     @get(
@@ -190,13 +188,10 @@ class RenderJobController(SeedController):
     async def get_status(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        read_after: ReadAfter,
         job_id: FromPath[str],
-        wait_for_seq: WaitForSeq = None,
     ) -> Response[SeedEnvelope[JobStatus]]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (RENDER,), wait_for_seq)
-        job = job_view(await job_row(runtime, job_id, request), datetime.now(UTC))
+        job = job_view(await job_row(read_after, job_id, request), datetime.now(UTC))
         return ok(JobStatus.of(job))
 
     @post(
@@ -209,13 +204,10 @@ class RenderJobController(SeedController):
     async def batch_status(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        read_after: ReadAfter,
         data: JSONBody[BatchStatusRequest],
-        wait_for_seq: WaitForSeq = None,
     ) -> Response[SeedEnvelope[BatchStatus]]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (RENDER,), wait_for_seq)
-        async with runtime.sessions() as session:
+        async with read_after() as session:
             rows = (
                 await session.execute(
                     scoped(select(render_jobs), render_jobs.c.owner, request).where(
@@ -240,9 +232,9 @@ class RenderJobController(SeedController):
         responses=WRITE_REFUSALS,
     )
     async def pause(
-        self, request: Request[Any, Any, Any], runtime: Rt, job_id: FromPath[str]
+        self, request: Request[Any, Any, Any], commands: Commands, job_id: FromPath[str]
     ) -> Response[SeedEnvelope[JobChanged]]:
-        outcome = await pause_job(runtime.commands, path_id(job_id), command_context(request, None))
+        outcome = await pause_job(commands, path_id(job_id), command_context(request, None))
         changed = JobChanged(id=job_id, status="paused", seq=outcome.last_seq)
         return written(outcome, changed, "Render job paused")
 
@@ -254,11 +246,9 @@ class RenderJobController(SeedController):
         responses=WRITE_REFUSALS,
     )
     async def resume(
-        self, request: Request[Any, Any, Any], runtime: Rt, job_id: FromPath[str]
+        self, request: Request[Any, Any, Any], commands: Commands, job_id: FromPath[str]
     ) -> Response[SeedEnvelope[JobChanged]]:
-        outcome = await resume_job(
-            runtime.commands, path_id(job_id), command_context(request, None)
-        )
+        outcome = await resume_job(commands, path_id(job_id), command_context(request, None))
         changed = JobChanged(id=job_id, status="rendering", seq=outcome.last_seq)
         return written(outcome, changed, "Render job resumed")
 
@@ -272,13 +262,11 @@ class RenderJobController(SeedController):
     async def cancel(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
         job_id: FromPath[str],
         data: JSONBody[CancelRenderJobRequest | None] = None,
     ) -> Response[SeedEnvelope[JobChanged]]:
         ctx = command_context(request, None)
-        outcome = await cancel_job(
-            runtime.commands, path_id(job_id), data or CancelRenderJobRequest(), ctx
-        )
+        outcome = await cancel_job(commands, path_id(job_id), data or CancelRenderJobRequest(), ctx)
         changed = JobChanged(id=job_id, status="cancelled", seq=outcome.last_seq)
         return written(outcome, changed, "Render job cancelled")

@@ -9,9 +9,10 @@ from litestar import Request, Response, get, post
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api import consistency
-from api.http import READ, WORK, Rt, WaitForSeq, command_context, utc
+from api.dependencies import Commands, ReadAfter, read_after
+from api.http import READ, WORK, command_context
 from api.render.envelope import (
     READ_REFUSALS,
     WRITE_REFUSALS,
@@ -28,15 +29,16 @@ from api.render.views import (
     SceneAnalysisRecorded,
     SceneAnalysisView,
 )
-from api.runtime import Runtime
 from domain.base import NotFound
 from domain.scenes import SceneAnalysis
 from handlers.render import SceneAnalysisRequest, record_scene_analysis
 from projections.render import RENDER, SCENES, scene_analyses
 
 
-async def _analysis(runtime: Runtime, scene_hash: str) -> SceneAnalysis | None:
-    async with runtime.sessions() as session:
+async def _analysis(
+    sessions: async_sessionmaker[AsyncSession], scene_hash: str
+) -> SceneAnalysis | None:
+    async with sessions() as session:
         raw = await session.scalar(
             select(scene_analyses.c.analysis).where(
                 scene_analyses.c.scene_file_hash == scene_hash.lower()
@@ -46,6 +48,8 @@ async def _analysis(runtime: Runtime, scene_hash: str) -> SceneAnalysis | None:
 
 
 class SceneController(SeedController):
+    dependencies = {"read_after": read_after(SCENES)}
+
     @post(
         "/scene/analyse",
         opt=WORK,
@@ -54,11 +58,12 @@ class SceneController(SeedController):
         responses=WRITE_REFUSALS,
     )
     async def analyse(
-        self, request: Request[Any, Any, Any], runtime: Rt, data: JSONBody[SceneAnalysisRequest]
+        self,
+        request: Request[Any, Any, Any],
+        commands: Commands,
+        data: JSONBody[SceneAnalysisRequest],
     ) -> Response[SeedEnvelope[SceneAnalysisRecorded]]:
-        outcome = await record_scene_analysis(
-            runtime.commands, data, command_context(request, None)
-        )
+        outcome = await record_scene_analysis(commands, data, command_context(request, None))
         recorded = SceneAnalysisRecorded(
             **(dict(data) | {"scene_file_hash": outcome.aggregate_id}),
             asset_summary=AssetSummary.of(data.assets),
@@ -73,11 +78,9 @@ class SceneController(SeedController):
         responses=READ_REFUSALS,
     )
     async def get_analysis(
-        self, runtime: Rt, scene_hash: FromPath[str], wait_for_seq: WaitForSeq = None
+        self, read_after: ReadAfter, scene_hash: FromPath[str]
     ) -> Response[SeedEnvelope[SceneAnalysisView]]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (SCENES,), wait_for_seq)
-        async with runtime.sessions() as session:
+        async with read_after() as session:
             row = (
                 await session.execute(
                     select(scene_analyses).where(
@@ -93,7 +96,7 @@ class SceneController(SeedController):
                 **dict(analysis),
                 scene_file_hash=row.scene_file_hash,
                 asset_summary=AssetSummary.of(analysis.assets),
-                analyzed_at=utc(row.analysed_at),
+                analyzed_at=row.analysed_at,
             )
         )
 
@@ -102,18 +105,14 @@ class SceneController(SeedController):
         opt=READ,
         summary="Assets of a job's scene, from its analysis",
         responses=READ_REFUSALS,
+        dependencies={"read_after": read_after(RENDER, SCENES)},
     )
     async def assets(
-        self,
-        request: Request[Any, Any, Any],
-        runtime: Rt,
-        job_id: FromPath[str],
-        wait_for_seq: WaitForSeq = None,
+        self, request: Request[Any, Any, Any], read_after: ReadAfter, job_id: FromPath[str]
     ) -> Response[SeedEnvelope[JobAssets]]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (RENDER, SCENES), wait_for_seq)
-        job = await job_row(runtime, job_id, request)
-        analysis = await _analysis(runtime, job.scene_file_hash) if job.scene_file_hash else None
+        job = await job_row(read_after, job_id, request)
+        scene_hash = job.scene_file_hash
+        analysis = await _analysis(read_after, scene_hash) if scene_hash else None
         listed = [
             JobAsset(file_path=a.path, file_size=a.size, file_type=a.type, is_missing=not a.exists)
             for a in (analysis.assets if analysis else [])

@@ -11,11 +11,10 @@ import math
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
 from sqlalchemy import Row
 
+from api.answers import Answer, Instant
 from api.errors import ApiError
-from api.http import utc
 from domain.scenes import Asset, MissingAsset, SceneInfo
 
 ASSUMED_FRAME_S = 60.0
@@ -24,7 +23,7 @@ T = TypeVar("T")
 Picked = dict[str, Any]
 
 
-class RenderPage(BaseModel, Generic[T]):
+class RenderPage(Answer, Generic[T]):
     items: list[T]
     total: int
     page: int
@@ -42,13 +41,13 @@ class RenderPage(BaseModel, Generic[T]):
         )
 
 
-class JobHardware(BaseModel):
+class JobHardware(Answer):
     id: str
     name: str | None
     price_per_hour: float | None
 
 
-class JobView(BaseModel):
+class JobView(Answer):
     id: str
     unionid: str
     status: str
@@ -79,14 +78,14 @@ class JobView(BaseModel):
     estimated_cost: float | None
     actual_cost: float | None
     failure_reason: str | None
-    created_at: str
-    started_at: str | None
-    completed_at: str | None
-    estimated_completion: str | None
+    created_at: Instant
+    started_at: Instant | None
+    completed_at: Instant | None
+    estimated_completion: Instant | None
     seq: int
 
 
-class JobStatus(BaseModel):
+class JobStatus(Answer):
     """The part of a job a poller needs: ``/status`` and ``batch-status``."""
 
     id: str
@@ -96,16 +95,16 @@ class JobStatus(BaseModel):
     completed_frames: int
     failed_frames: int
     rendering_frames: int
-    created_at: str
-    started_at: str | None
-    estimated_completion: str | None
+    created_at: Instant
+    started_at: Instant | None
+    estimated_completion: Instant | None
 
     @classmethod
     def of(cls, job: JobView) -> JobStatus:
         return cls(**{name: getattr(job, name) for name in cls.model_fields})
 
 
-class BatchStatus(BaseModel):
+class BatchStatus(Answer):
     items: list[JobStatus]
     missing: list[str]
 
@@ -124,9 +123,9 @@ def job_view(row: Row[Any], now: datetime) -> JobView:
     if m["status"] == "rendering" and avg is not None:
         remaining = total - done - m["failed_frames"]
         parallel = max(1, m["rendering_frames"])
-        estimated_completion = utc(now + timedelta(seconds=avg * remaining / parallel))
+        estimated_completion = now + timedelta(seconds=avg * remaining / parallel)
     elif m["status"] == "completed":
-        estimated_completion = utc(m["completed_at"])
+        estimated_completion = m["completed_at"]
     hardware = None
     if m["hardware_config_id"]:
         hardware = JobHardware(
@@ -163,9 +162,9 @@ def job_view(row: Row[Any], now: datetime) -> JobView:
         estimated_cost=estimated_cost,
         actual_cost=actual_cost,
         failure_reason=m["failure_reason"],
-        created_at=utc(m["created_at"]),
-        started_at=utc(m["started_at"]),
-        completed_at=utc(m["completed_at"]),
+        created_at=m["created_at"],
+        started_at=m["started_at"],
+        completed_at=m["completed_at"],
         estimated_completion=estimated_completion,
         seq=m["last_seq"],
     )
@@ -181,7 +180,7 @@ def pick(job: JobView, fields: str) -> Picked:
     return {f: view[f] for f in wanted}
 
 
-class ChosenHardware(BaseModel):
+class ChosenHardware(Answer):
     id: str
     config_name: str
     ram: int
@@ -189,7 +188,7 @@ class ChosenHardware(BaseModel):
     price_per_hour: float
 
 
-class CreatedJob(BaseModel):
+class CreatedJob(Answer):
     id: str
     unionid: str
     status: str
@@ -200,13 +199,13 @@ class CreatedJob(BaseModel):
     seq: int
 
 
-class JobChanged(BaseModel):
+class JobChanged(Answer):
     id: str
     status: str
     seq: int
 
 
-class FrameView(BaseModel):
+class FrameView(Answer):
     id: str
     task_id: str
     frame_number: int
@@ -219,10 +218,10 @@ class FrameView(BaseModel):
     attempt: int
     render_time: float | None
     retry_count: int
-    deadline: str | None
-    created_at: str
-    started_at: str | None
-    completed_at: str | None
+    deadline: Instant | None
+    created_at: Instant
+    started_at: Instant | None
+    completed_at: Instant | None
     error_message: str | None
 
 
@@ -241,33 +240,33 @@ def frame_view(row: Row[Any]) -> FrameView:
         attempt=m["attempt"],
         render_time=m["render_time"],
         retry_count=m["retry_count"],
-        deadline=utc(m["deadline"]),
-        created_at=utc(m["created_at"]),
-        started_at=utc(m["started_at"]),
-        completed_at=utc(m["completed_at"]),
+        deadline=m["deadline"],
+        created_at=m["created_at"],
+        started_at=m["started_at"],
+        completed_at=m["completed_at"],
         error_message=m["error_message"],
     )
 
 
-class FrameChanged(BaseModel):
+class FrameChanged(Answer):
     id: str
     frame_number: int
     status: str
     seq: int
 
 
-class FrameLeased(BaseModel):
+class FrameLeased(Answer):
     task_id: str
     frame_number: int
     attempt: int
     scene_file: str
     render_engine: str
     renderer: str | None
-    deadline: str
+    deadline: Instant
     seq: int
 
 
-class AssetSummary(BaseModel):
+class AssetSummary(Answer):
     total_count: int
     total_size: int
     missing_count: int
@@ -281,7 +280,7 @@ class AssetSummary(BaseModel):
         )
 
 
-class SceneAnalysisBody(BaseModel):
+class SceneAnalysisBody(Answer):
     """A scene analysis as recorded, with its hash and a summary of its assets."""
 
     scene_file: str
@@ -298,17 +297,17 @@ class SceneAnalysisRecorded(SceneAnalysisBody):
 
 
 class SceneAnalysisView(SceneAnalysisBody):
-    analyzed_at: str
+    analyzed_at: Instant
 
 
-class JobAsset(BaseModel):
+class JobAsset(Answer):
     file_path: str
     file_size: int | None
     file_type: str
     is_missing: bool
 
 
-class JobAssets(BaseModel):
+class JobAssets(Answer):
     task_id: str
     scene_file_hash: str | None
     assets: list[JobAsset]
