@@ -7,11 +7,10 @@ from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
-from api import audit, deployments, events, executions, health, render, tasks
+from api import audit, deployments, events, executions, files, health, render, tasks
 from api.auth import AuthMiddleware, KeyCache, policy_guard, rate_limit
 from api.dependencies import dependencies
 from api.errors import EXCEPTION_HANDLERS
-from api.files import FileController
 from api.health import VERSION
 from api.http import PUBLIC
 from api.openapi import describe_access
@@ -35,10 +34,10 @@ def create_app(runtime: Runtime) -> Litestar:
                     *audit.ROUTES,
                     *executions.ROUTES,
                     *render.ROUTES,
+                    *files.ROUTES,
                 ]
             ),
             UploadController,
-            FileController,
             ViolationController,
         ],
         dependencies=dependencies(runtime),
