@@ -7,7 +7,7 @@ from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
-from api import audit, deployments, events, executions, files, health, render, tasks
+from api import audit, deployments, events, executions, files, health, render, tasks, uploads
 from api.auth import AuthMiddleware, KeyCache, policy_guard, rate_limit
 from api.dependencies import dependencies
 from api.errors import EXCEPTION_HANDLERS
@@ -16,7 +16,6 @@ from api.http import PUBLIC
 from api.openapi import describe_access
 from api.routing import api_v1
 from api.runtime import Runtime
-from api.uploads import UploadController
 from api.violations import ViolationController
 from handlers.render import load_hardware_configs
 
@@ -35,9 +34,9 @@ def create_app(runtime: Runtime) -> Litestar:
                     *executions.ROUTES,
                     *render.ROUTES,
                     *files.ROUTES,
+                    *uploads.ROUTES,
                 ]
             ),
-            UploadController,
             ViolationController,
         ],
         dependencies=dependencies(runtime),
