@@ -7,7 +7,18 @@ from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
-from api import audit, deployments, events, executions, files, health, render, tasks, uploads
+from api import (
+    audit,
+    deployments,
+    events,
+    executions,
+    files,
+    health,
+    render,
+    tasks,
+    uploads,
+    violations,
+)
 from api.auth import AuthMiddleware, KeyCache, policy_guard, rate_limit
 from api.dependencies import dependencies
 from api.errors import EXCEPTION_HANDLERS
@@ -16,7 +27,6 @@ from api.http import PUBLIC
 from api.openapi import describe_access
 from api.routing import api_v1
 from api.runtime import Runtime
-from api.violations import ViolationController
 from handlers.render import load_hardware_configs
 
 
@@ -35,9 +45,9 @@ def create_app(runtime: Runtime) -> Litestar:
                     *render.ROUTES,
                     *files.ROUTES,
                     *uploads.ROUTES,
+                    *violations.ROUTES,
                 ]
             ),
-            ViolationController,
         ],
         dependencies=dependencies(runtime),
         exception_handlers=EXCEPTION_HANDLERS,
