@@ -12,7 +12,9 @@ from pydantic import (
     ConfigDict,
     ModelWrapValidatorHandler,
     PlainSerializer,
+    SerializerFunctionWrapHandler,
     ValidationError,
+    model_serializer,
     model_validator,
 )
 
@@ -40,6 +42,16 @@ class Answer(BaseModel):
             return handler(data)
         except ValidationError as error:
             raise AnswerMismatch(f"{cls.__name__}: {error}") from None
+
+
+class Sparse(Answer):
+    """An answer that leaves out, rather than nulls, the fields it was not given: the seed's
+    shapes omit what a check could not learn (a health report without NATS has no stream)."""
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        given = self.model_fields_set
+        return {name: value for name, value in handler(self).items() if name in given}
 
 
 def _iso_utc(value: datetime) -> str:

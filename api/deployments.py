@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -23,18 +22,33 @@ from api.dependencies import (
     Sessions,
     read_after,
 )
+from api.deployment_answers import (
+    Claimed,
+    DeploymentAccepted,
+    DeploymentCancelAccepted,
+    DeploymentProgress,
+    DeploymentServiceHealth,
+    DeploymentStarted,
+    DeploymentStatistics,
+    DeploymentView,
+    ManagerStatus,
+    StepReported,
+    StepStarted,
+    SystemResources,
+    WebhookAttempt,
+    deployment_view,
+    progress_view,
+)
 from api.health import VERSION
 from api.http import (
     OPERATE,
     READ,
     WORK,
     IdempotencyKey,
-    accepted,
     command_context,
     owner_for_new,
     path_id,
     scoped,
-    utc,
     visible,
 )
 from api.routing import API_V1
@@ -59,54 +73,6 @@ from projections.deployments import (
     deployments,
     webhook_deliveries,
 )
-
-
-def progress_view(m: Any) -> dict[str, Any]:
-    total = m["total_steps"]
-    done = m["completed_steps"]
-    remaining = None
-    if total and done and m["status"] in ("running", "cancelling"):
-        remaining = round(m["steps_time_total"] / done * (total - done), 3)
-    return {
-        "deployment_id": m["deployment_id"],
-        "current_step": m["current_step"],
-        "progress_percentage": round(100 * done / total, 2) if total else 0.0,
-        "completed_steps": done,
-        "total_steps": total,
-        "estimated_time_remaining": remaining,
-        "last_update": utc(m["last_update"]),
-    }
-
-
-def deployment_view(row: Row[Any]) -> dict[str, Any]:
-    m = row._mapping
-    progress = progress_view(m)
-    return {
-        "deployment_id": m["deployment_id"],
-        "status": m["status"],
-        "mode": m["mode"],
-        "resolved_mode": m["resolved_mode"],
-        "environment": m["environment"],
-        "environment_variables": {
-            name: "***" for name in json.loads(m["environment_variable_names"])
-        },
-        "config": json.loads(m["config"]),
-        "timeout": m["timeout"],
-        "callback_url": m["callback_url"],
-        "agent_id": m["agent_id"],
-        "start_time": utc(m["started_at"] or m["accepted_at"]),
-        "accepted_at": utc(m["accepted_at"]),
-        "end_time": utc(m["ended_at"]),
-        "duration_seconds": m["duration_s"],
-        "current_step": m["current_step"],
-        "progress_percentage": progress["progress_percentage"],
-        "estimated_time_remaining": progress["estimated_time_remaining"],
-        "failure_reason": m["failure_reason"],
-        "is_active": m["status"] in ("accepted", "running", "cancelling"),
-        "logs_available": m["completed_steps"] > 0 or m["current_step"] is not None,
-        "metadata": json.loads(m["metadata"]),
-        "seq": m["last_seq"],
-    }
 
 
 async def _row(
@@ -137,7 +103,7 @@ class DeploymentController(Controller):
         settings: AppSettings,
         data: JSONBody[StartDeploymentRequest],
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[DeploymentStarted]:
         outcome = await start_deployment(
             commands,
             secrets,
@@ -147,7 +113,7 @@ class DeploymentController(Controller):
             owner=owner_for_new(request),
         )
         deployment_id = outcome.aggregate_id
-        return accepted(
+        return DeploymentStarted.of(
             outcome,
             deployment_id=deployment_id,
             status="accepted",
@@ -165,7 +131,7 @@ class DeploymentController(Controller):
     )
     async def health(
         self, commands: Commands, sessions: Sessions, settings: AppSettings
-    ) -> dict[str, Any]:
+    ) -> DeploymentServiceHealth:
         slots, _ = await commands.repository.load(DEPLOYMENT_SLOTS, SLOTS_ID)
         async with sessions() as session:
             counts = dict(
@@ -182,28 +148,29 @@ class DeploymentController(Controller):
             )
         modes = await available_modes()
         disk = psutil.disk_usage(str(settings.data_dir.resolve()))
-        return {
-            "api_status": "ready",
-            "timestamp": time.time(),
-            "version": VERSION,
-            "deployment_managers": {
-                mode: {"status": "available" if ok else "unavailable"} for mode, ok in modes.items()
+        return DeploymentServiceHealth(
+            api_status="ready",
+            timestamp=time.time(),
+            version=VERSION,
+            deployment_managers={
+                mode: ManagerStatus(status="available" if ok else "unavailable")
+                for mode, ok in modes.items()
             },
-            "active_deployments": len(slots.active),
-            "max_concurrent_deployments": settings.max_concurrent_deployments,
-            "system_resources": {
-                "cpu_percent": psutil.cpu_percent(interval=None),
-                "memory_percent": psutil.virtual_memory().percent,
-                "disk_percent": disk.percent,
-            },
-            "statistics": {
-                "total_deployments": sum(counts.values()),
-                "successful_deployments": counts.get("completed", 0),
-                "failed_deployments": counts.get("failed", 0) + counts.get("timed_out", 0),
-                "cancelled_deployments": counts.get("cancelled", 0),
-                "average_deployment_time": round(float(average), 3) if average else None,
-            },
-        }
+            active_deployments=len(slots.active),
+            max_concurrent_deployments=settings.max_concurrent_deployments,
+            system_resources=SystemResources(
+                cpu_percent=psutil.cpu_percent(interval=None),
+                memory_percent=psutil.virtual_memory().percent,
+                disk_percent=disk.percent,
+            ),
+            statistics=DeploymentStatistics(
+                total_deployments=sum(counts.values()),
+                successful_deployments=counts.get("completed", 0),
+                failed_deployments=counts.get("failed", 0) + counts.get("timed_out", 0),
+                cancelled_deployments=counts.get("cancelled", 0),
+                average_deployment_time=round(float(average), 3) if average else None,
+            ),
+        )
 
     @get("/deployments", opt=READ, summary="Deployment history, newest first")
     async def history(
@@ -211,7 +178,7 @@ class DeploymentController(Controller):
         request: Request[Any, Any, Any],
         read_after: ReadAfter,
         limit: FromQuery[int] = 50,
-    ) -> list[dict[str, Any]]:
+    ) -> list[DeploymentView]:
         limit = max(1, min(limit, 500))
         async with read_after() as session:
             rows = (
@@ -229,7 +196,7 @@ class DeploymentController(Controller):
         request: Request[Any, Any, Any],
         read_after: ReadAfter,
         deployment_id: FromPath[str],
-    ) -> dict[str, Any]:
+    ) -> DeploymentView:
         return deployment_view(await _row(read_after, deployment_id, request))
 
     @get("/deployments/{deployment_id:str}/progress", opt=READ, summary="A deployment's progress")
@@ -238,7 +205,7 @@ class DeploymentController(Controller):
         request: Request[Any, Any, Any],
         read_after: ReadAfter,
         deployment_id: FromPath[str],
-    ) -> dict[str, Any]:
+    ) -> DeploymentProgress:
         return progress_view((await _row(read_after, deployment_id, request))._mapping)
 
     @post(
@@ -249,12 +216,12 @@ class DeploymentController(Controller):
     )
     async def cancel(
         self, request: Request[Any, Any, Any], commands: Commands, deployment_id: FromPath[str]
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[DeploymentCancelAccepted]:
         outcome = await cancel_deployment(
             commands, path_id(deployment_id), command_context(request, None)
         )
         status = "cancelled" if "DeploymentCancelled" in outcome.events else "cancelling"
-        return accepted(
+        return DeploymentCancelAccepted.of(
             outcome,
             deployment_id=deployment_id,
             status=status,
@@ -307,7 +274,7 @@ class DeploymentController(Controller):
         request: Request[Any, Any, Any],
         read_after: ReadAfter,
         deployment_id: FromPath[str],
-    ) -> list[dict[str, Any]]:
+    ) -> list[WebhookAttempt]:
         await _row(read_after, deployment_id, request)
         async with read_after() as session:
             rows = (
@@ -317,21 +284,7 @@ class DeploymentController(Controller):
                     .order_by(webhook_deliveries.c.seq)
                 )
             ).all()
-        return [
-            {
-                "event_seq": r.event_seq,
-                "event_type": r.event_type,
-                "url": r.url,
-                "attempt": r.attempt,
-                "delivered": bool(r.delivered),
-                "status_code": r.status_code,
-                "error": r.error,
-                "will_retry": bool(r.will_retry),
-                "at": utc(r.at),
-                "seq": r.seq,
-            }
-            for r in rows
-        ]
+        return [WebhookAttempt.model_validate(r) for r in rows]
 
     # ------------------------------------------------------------ the deploy agent's side
 
@@ -349,7 +302,7 @@ class DeploymentController(Controller):
         secrets: Secrets,
         agent_id: FromPath[str],
         data: JSONBody[ClaimRequest],
-    ) -> Response[dict[str, Any] | None]:
+    ) -> Response[Claimed | None]:
         claimed = await claim_next(
             commands,
             sessions,
@@ -361,17 +314,17 @@ class DeploymentController(Controller):
         if claimed is None:
             return Response(None, status_code=HTTP_204_NO_CONTENT)
         return Response(
-            {
-                "deployment_id": claimed.deployment_id,
-                "mode": claimed.mode,
-                "environment": claimed.environment,
-                "environment_variables": claimed.environment_variables,
-                "config": claimed.config,
-                "timeout": claimed.timeout,
-                "force_rebuild": claimed.force_rebuild,
-                "skip_health_check": claimed.skip_health_check,
-                "seq": claimed.outcome.last_seq,
-            }
+            Claimed(
+                deployment_id=claimed.deployment_id,
+                mode=claimed.mode,
+                environment=claimed.environment,
+                environment_variables=claimed.environment_variables,
+                config=claimed.config,
+                timeout=claimed.timeout,
+                force_rebuild=claimed.force_rebuild,
+                skip_health_check=claimed.skip_health_check,
+                seq=claimed.outcome.last_seq,
+            )
         )
 
     @post(
@@ -387,11 +340,11 @@ class DeploymentController(Controller):
         deployment_id: FromPath[str],
         index: FromPath[int],
         data: JSONBody[StepStartRequest],
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[StepStarted]:
         outcome = await start_step(
             commands, path_id(deployment_id), index, data, command_context(request, None)
         )
-        return accepted(outcome, deployment_id=deployment_id, step=index, status="running")
+        return StepStarted.of(outcome, deployment_id=deployment_id, step=index, status="running")
 
     @post(
         "/deployments/{deployment_id:str}/steps/{index:int}/finish",
@@ -407,7 +360,7 @@ class DeploymentController(Controller):
         deployment_id: FromPath[str],
         index: FromPath[int],
         data: JSONBody[StepFinishRequest],
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[StepReported]:
         outcome = await finish_step(
             commands,
             blobs,
@@ -416,7 +369,7 @@ class DeploymentController(Controller):
             data,
             command_context(request, None),
         )
-        return accepted(outcome, deployment_id=deployment_id, step=index)
+        return StepReported.of(outcome, deployment_id=deployment_id, step=index)
 
     @post(
         "/deployments/{deployment_id:str}/cancel-ack",
@@ -426,11 +379,11 @@ class DeploymentController(Controller):
     )
     async def cancel_ack(
         self, request: Request[Any, Any, Any], commands: Commands, deployment_id: FromPath[str]
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[DeploymentAccepted]:
         outcome = await acknowledge_cancel(
             commands, path_id(deployment_id), command_context(request, None)
         )
-        return accepted(outcome, deployment_id=deployment_id, status="cancelled")
+        return DeploymentAccepted.of(outcome, deployment_id=deployment_id, status="cancelled")
 
 
 # What the catalogue mounts for this slice under /api/v1.

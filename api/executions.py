@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, Router, get, post
 from litestar.params import FromPath, JSONBody
@@ -14,6 +14,7 @@ from pydantic import Field
 from sqlalchemy import Row, func, select
 from uuid6 import uuid7
 
+from api.answers import Accepted, Answer, Instant
 from api.dependencies import Commands, ReadAfter, read_after
 from api.http import (
     OPERATE,
@@ -21,10 +22,8 @@ from api.http import (
     WORK,
     Page,
     PageSize,
-    accepted,
     command_context,
     path_id,
-    utc,
 )
 from domain.base import CallbackUrl, NotFound
 from domain.pipelines import (
@@ -55,19 +54,57 @@ class StepUpdateRequest(WireModel):
     log: Annotated[str, Field(max_length=65_536)] = ""
 
 
-def execution_view(row: Row[Any]) -> dict[str, Any]:
+class StepView(Answer):
+    name: str
+    status: StepStatus
+    log: str
+
+
+class StageView(Answer):
+    name: str
+    steps: list[StepView]
+
+
+class ExecutionView(Answer):
+    id: str
+    pipeline: str
+    trigger: Trigger
+    triggered_by: str
+    status: Literal["running", "success", "failed", "cancelled"]
+    stages: list[StageView]
+    created_at: Instant
+    finished_at: Instant | None
+    seq: int
+
+
+class ExecutionPage(Answer):
+    results: list[ExecutionView]
+    count: int
+    page: int
+    total_pages: int
+
+
+class StepAccepted(Accepted):
+    id: str
+
+
+class ExecutionAccepted(StepAccepted):
+    status: Literal["running", "cancelled"]
+
+
+def execution_view(row: Row[Any]) -> ExecutionView:
     m = row._mapping
-    return {
-        "id": m["execution_id"],
-        "pipeline": m["pipeline"],
-        "trigger": m["trigger"],
-        "triggered_by": m["triggered_by"],
-        "status": m["status"],
-        "stages": json.loads(m["stages"]),
-        "created_at": utc(m["created_at"]),
-        "finished_at": utc(m["finished_at"]),
-        "seq": m["last_seq"],
-    }
+    return ExecutionView(
+        id=m["execution_id"],
+        pipeline=m["pipeline"],
+        trigger=m["trigger"],
+        triggered_by=m["triggered_by"],
+        status=m["status"],
+        stages=json.loads(m["stages"]),
+        created_at=m["created_at"],
+        finished_at=m["finished_at"],
+        seq=m["last_seq"],
+    )
 
 
 class ExecutionController(Controller):
@@ -81,19 +118,19 @@ class ExecutionController(Controller):
         request: Request[Any, Any, Any],
         commands: Commands,
         data: JSONBody[StartExecutionRequest],
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[ExecutionAccepted]:
         ctx = command_context(request, None)
         execution_id = str(uuid7())
         command = StartExecution(
             execution_id=execution_id, triggered_by=ctx.metadata.actor, **data.model_dump()
         )
         outcome = await commands.execute(EXECUTION, execution_id, command, ctx)
-        return accepted(outcome, id=execution_id, status="running")
+        return ExecutionAccepted.of(outcome, id=execution_id, status="running")
 
     @get("/", opt=READ, summary="Executions, newest first")
     async def list_executions(
         self, read_after: ReadAfter, page: Page = 1, page_size: PageSize = 20
-    ) -> dict[str, Any]:
+    ) -> ExecutionPage:
         async with read_after() as session:
             rows = (
                 await session.execute(
@@ -104,17 +141,17 @@ class ExecutionController(Controller):
                 )
             ).all()
             total = int(await session.scalar(select(func.count()).select_from(executions)) or 0)
-        return {
-            "results": [execution_view(r) for r in rows],
-            "count": total,
-            "page": page,
-            "total_pages": math.ceil(total / page_size),
-        }
+        return ExecutionPage(
+            results=[execution_view(r) for r in rows],
+            count=total,
+            page=page,
+            total_pages=math.ceil(total / page_size),
+        )
 
     @get("/{execution_id:str}", opt=READ, summary="One execution")
     async def get_execution(
         self, read_after: ReadAfter, execution_id: FromPath[str]
-    ) -> dict[str, Any]:
+    ) -> ExecutionView:
         async with read_after() as session:
             row = (
                 await session.execute(
@@ -137,26 +174,26 @@ class ExecutionController(Controller):
         commands: Commands,
         execution_id: FromPath[str],
         data: JSONBody[StepUpdateRequest],
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[StepAccepted]:
         execution_id = path_id(execution_id)
         command = UpdateStep(execution_id=execution_id, **data.model_dump())
         outcome = await commands.execute(
             EXECUTION, execution_id, command, command_context(request, None)
         )
-        return accepted(outcome, id=execution_id)
+        return StepAccepted.of(outcome, id=execution_id)
 
     @post(
         "/{execution_id:str}/cancel", opt=OPERATE, status_code=HTTP_202_ACCEPTED, summary="Cancel"
     )
     async def cancel(
         self, request: Request[Any, Any, Any], commands: Commands, execution_id: FromPath[str]
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[ExecutionAccepted]:
         execution_id = path_id(execution_id)
         command = CancelExecution(execution_id=execution_id)
         outcome = await commands.execute(
             EXECUTION, execution_id, command, command_context(request, None)
         )
-        return accepted(outcome, id=execution_id, status="cancelled")
+        return ExecutionAccepted.of(outcome, id=execution_id, status="cancelled")
 
 
 # What the catalogue mounts for this slice under /api/v1: the same controller at the canonical

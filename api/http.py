@@ -118,6 +118,8 @@ def owned_by_caller(request: Request[Any, Any, Any], body: M) -> M:
 
 
 def accepted(outcome: CommandOutcome, **body: Any) -> Response[dict[str, Any]]:
+    """A write's 202 answer as a dict, for the routes that do not answer models yet (render,
+    files, violations); the others answer ``api.answers.Accepted.of``."""
     return Response(
         {**body, "seq": outcome.last_seq, "events": list(outcome.events)},
         status_code=HTTP_202_ACCEPTED,

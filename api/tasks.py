@@ -12,7 +12,7 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
-from sqlalchemy import Row, and_, func, select
+from sqlalchemy import and_, func, select
 
 from api.dependencies import AppSettings, Commands, ReadAfter, Sessions, read_after
 from api.errors import ApiError
@@ -24,15 +24,31 @@ from api.http import (
     IdempotencyKey,
     Page,
     PageSize,
-    accepted,
     command_context,
     owner_for_new,
     owner_scope,
     page_rows,
     path_id,
     scoped,
-    utc,
     visible,
+)
+from api.task_answers import (
+    NodeAccepted,
+    NodeCounts,
+    NodeList,
+    ResultPage,
+    TaskAccepted,
+    TaskAcceptedWithMessage,
+    TaskCounts,
+    TaskLease,
+    TaskPage,
+    TaskResources,
+    TaskResult,
+    TaskStats,
+    TaskView,
+    Throughput,
+    node_view,
+    task_view,
 )
 from domain.tasks import TaskStatus
 from handlers.tasks import (
@@ -51,45 +67,6 @@ from handlers.tasks import (
 from projections.tasks import NODES, TASKS, nodes, tasks
 
 
-def task_view(row: Row[Any]) -> dict[str, Any]:
-    m = row._mapping
-    return {
-        "task_id": m["task_id"],
-        "status": m["status"],
-        "owner": m["owner"],
-        "code": m["code"],
-        "timeout": m["timeout"],
-        "resources": {"cpu": m["cpu"], "memory": m["memory"]},
-        "priority": m["priority"],
-        "max_attempts": m["max_attempts"],
-        "attempt": m["attempt"],
-        "node_id": m["node_id"],
-        "lease_deadline": utc(m["lease_deadline"]),
-        "progress": m["progress"],
-        "result": m["result"],
-        "error": m["error"],
-        "submitted_at": utc(m["submitted_at"]),
-        "started_at": utc(m["started_at"]),
-        "finished_at": utc(m["finished_at"]),
-        "run_time_s": m["run_time_s"],
-        "seq": m["last_seq"],
-    }
-
-
-def node_view(row: Row[Any], held: int) -> dict[str, Any]:
-    m = row._mapping
-    status = m["status"] if m["status"] == "offline" else ("busy" if held else "idle")
-    return {
-        "node_id": m["node_id"],
-        "status": status,
-        "tasks_held": held,
-        "joined_at": utc(m["joined_at"]),
-        "last_heartbeat_at": utc(m["last_heartbeat_at"]),
-        "resources": {"cpu_cores": m["cpu_cores"], "memory_mb": m["memory_mb"]},
-        "current_load": {"cpu_percent": m["cpu_percent"], "memory_percent": m["memory_percent"]},
-    }
-
-
 class TaskController(Controller):
     path = "/"
     tags = ["tasks"]
@@ -102,11 +79,11 @@ class TaskController(Controller):
         commands: Commands,
         data: JSONBody[SubmitTaskRequest],
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[TaskAcceptedWithMessage]:
         requested = data.owner if "owner" in data.model_fields_set else None
         body = data.model_copy(update={"owner": owner_for_new(request, requested)})
         outcome = await submit_task(commands, body, command_context(request, idempotency_key))
-        return accepted(
+        return TaskAcceptedWithMessage.of(
             outcome,
             task_id=outcome.aggregate_id,
             status="pending",
@@ -119,7 +96,7 @@ class TaskController(Controller):
         request: Request[Any, Any, Any],
         read_after: ReadAfter,
         task_id: FromPath[str],
-    ) -> dict[str, Any]:
+    ) -> TaskView:
         async with read_after() as session:
             row = (await session.execute(select(tasks).where(tasks.c.task_id == task_id))).first()
         if row is None or not visible(request, row.owner):
@@ -134,7 +111,7 @@ class TaskController(Controller):
         status: FromQuery[TaskStatus | None] = None,
         page: Page = 1,
         page_size: PageSize = 20,
-    ) -> dict[str, Any]:
+    ) -> TaskPage:
         query = scoped(select(tasks), tasks.c.owner, request)
         count = scoped(select(func.count()).select_from(tasks), tasks.c.owner, request)
         if status is not None:
@@ -142,12 +119,9 @@ class TaskController(Controller):
             count = count.where(tasks.c.status == status.value)
         query = query.order_by(tasks.c.submitted_at.desc(), tasks.c.task_id)
         rows, total = await page_rows(read_after, query, count, page, page_size)
-        return {
-            "items": [task_view(r) for r in rows],
-            "page": page,
-            "page_size": page_size,
-            "total": total,
-        }
+        return TaskPage(
+            items=[task_view(r) for r in rows], page=page, page_size=page_size, total=total
+        )
 
     @post(
         "/tasks/{task_id:str}/cancel",
@@ -162,11 +136,11 @@ class TaskController(Controller):
         task_id: FromPath[str],
         data: JSONBody[CancelTaskRequest | None] = None,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[TaskAccepted]:
         body = data or CancelTaskRequest()
         ctx = command_context(request, idempotency_key)
         outcome = await cancel_task(commands, path_id(task_id), body, ctx)
-        return accepted(outcome, task_id=task_id, status="cancelled")
+        return TaskAccepted.of(outcome, task_id=task_id, status="cancelled")
 
     @post(
         "/tasks/{task_id:str}/progress",
@@ -181,10 +155,10 @@ class TaskController(Controller):
         task_id: FromPath[str],
         data: JSONBody[ProgressRequest],
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[TaskAccepted]:
         ctx = command_context(request, idempotency_key)
         outcome = await report_progress(commands, path_id(task_id), data, ctx)
-        return accepted(outcome, task_id=task_id, status="running")
+        return TaskAccepted.of(outcome, task_id=task_id, status="running")
 
     @post(
         "/tasks/{task_id:str}/result",
@@ -199,10 +173,10 @@ class TaskController(Controller):
         task_id: FromPath[str],
         data: JSONBody[ResultRequest],
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[TaskAcceptedWithMessage]:
         ctx = command_context(request, idempotency_key)
         outcome = await report_result(commands, path_id(task_id), data, ctx)
-        return accepted(
+        return TaskAcceptedWithMessage.of(
             outcome,
             task_id=task_id,
             status=data.outcome,
@@ -223,7 +197,7 @@ class TaskController(Controller):
         settings: AppSettings,
         node_id: FromPath[str],
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[dict[str, Any] | None]:
+    ) -> Response[TaskLease | None]:
         granted = await lease_next_task(
             commands,
             sessions,
@@ -234,19 +208,17 @@ class TaskController(Controller):
         if granted is None:
             return Response(None, status_code=HTTP_204_NO_CONTENT)
         seq = granted.outcome.last_seq
-        return Response(
-            {
-                "task_id": granted.task_id,
-                "code": granted.code,
-                "timeout": granted.timeout,
-                "resources": {"cpu": granted.cpu, "memory": granted.memory},
-                "attempt": granted.attempt,
-                "lease_deadline": granted.lease_deadline.isoformat(),
-                "status": "assigned",
-                "seq": seq,
-            },
-            headers={SEQ_HEADER: str(seq)},
+        lease = TaskLease(
+            task_id=granted.task_id,
+            code=granted.code,
+            timeout=granted.timeout,
+            resources=TaskResources(cpu=granted.cpu, memory=granted.memory),
+            attempt=granted.attempt,
+            lease_deadline=granted.lease_deadline,
+            status="assigned",
+            seq=seq,
         )
+        return Response(lease, headers={SEQ_HEADER: str(seq)})
 
     @post(
         "/nodes/{node_id:str}/heartbeat",
@@ -260,10 +232,10 @@ class TaskController(Controller):
         commands: Commands,
         node_id: FromPath[str],
         data: JSONBody[HeartbeatRequest | None] = None,
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[NodeAccepted]:
         ctx = command_context(request, None)
         outcome = await heartbeat(commands, path_id(node_id), data or HeartbeatRequest(), ctx)
-        return accepted(outcome, node_id=node_id, status="online")
+        return NodeAccepted.of(outcome, node_id=node_id, status="online")
 
     @get(
         "/nodes",
@@ -271,11 +243,11 @@ class TaskController(Controller):
         summary="Worker nodes with their state",
         dependencies={"read_after": read_after(NODES, TASKS)},
     )
-    async def list_nodes(self, read_after: ReadAfter) -> dict[str, Any]:
+    async def list_nodes(self, read_after: ReadAfter) -> NodeList:
         async with read_after() as session:
             rows = (await session.execute(select(nodes).order_by(nodes.c.node_id))).all()
             held = await _tasks_held(session)
-        return {"items": [node_view(r, held.get(r.node_id, 0)) for r in rows]}
+        return NodeList(items=[node_view(r, held.get(r.node_id, 0)) for r in rows])
 
     @get("/results", opt=READ, summary="Results of completed tasks, newest first")
     async def results(
@@ -284,7 +256,7 @@ class TaskController(Controller):
         read_after: ReadAfter,
         page: Page = 1,
         page_size: PageSize = 50,
-    ) -> dict[str, Any]:
+    ) -> ResultPage:
         done = tasks.c.status == TaskStatus.COMPLETED.value
         scope = owner_scope(request)
         if scope is not None:
@@ -300,15 +272,15 @@ class TaskController(Controller):
                 )
             ).all()
             total = await session.scalar(select(func.count()).select_from(tasks).where(done))
-        return {
-            "count": total,
-            "page": page,
-            "page_size": page_size,
-            "results": [
-                {"task_id": r.task_id, "result": r.result, "completed_at": utc(r.finished_at)}
+        return ResultPage(
+            count=total,
+            page=page,
+            page_size=page_size,
+            results=[
+                TaskResult(task_id=r.task_id, result=r.result, completed_at=r.finished_at)
                 for r in rows
             ],
-        }
+        )
 
     @get(
         "/stats",
@@ -316,7 +288,7 @@ class TaskController(Controller):
         summary="Counts by status, run times, throughput and nodes",
         dependencies={"read_after": read_after(TASKS, NODES)},
     )
-    async def stats(self, request: Request[Any, Any, Any], read_after: ReadAfter) -> dict[str, Any]:
+    async def stats(self, request: Request[Any, Any, Any], read_after: ReadAfter) -> TaskStats:
         hour_ago = datetime.now(UTC) - timedelta(hours=1)
         completed = tasks.c.status == TaskStatus.COMPLETED.value
         async with read_after() as session:
@@ -347,24 +319,24 @@ class TaskController(Controller):
             held = await _tasks_held(session)
         online = [n for n, s in node_rows if s == "online"]
         busy = sum(1 for n in online if held.get(n, 0))
-        return {
-            "time_period": "all_time",
-            "tasks": {
-                "total": sum(by_status.values()),
+        return TaskStats(
+            time_period="all_time",
+            tasks=TaskCounts(
+                total=sum(by_status.values()),
                 **{s.value: int(by_status.get(s.value, 0)) for s in TaskStatus},
-                "avg_time": round(float(avg_time), 3) if avg_time is not None else None,
-            },
-            "nodes": {
-                "total": len(node_rows),
-                "idle": len(online) - busy,
-                "busy": busy,
-                "offline": len(node_rows) - len(online),
-            },
-            "throughput": {
-                "tasks_per_hour": int(last_hour or 0),
-                "compute_hours": round(float(compute_s or 0) / 3600, 6),
-            },
-        }
+                avg_time=round(float(avg_time), 3) if avg_time is not None else None,
+            ),
+            nodes=NodeCounts(
+                total=len(node_rows),
+                idle=len(online) - busy,
+                busy=busy,
+                offline=len(node_rows) - len(online),
+            ),
+            throughput=Throughput(
+                tasks_per_hour=int(last_hour or 0),
+                compute_hours=round(float(compute_s or 0) / 3600, 6),
+            ),
+        )
 
 
 async def _tasks_held(session: Any) -> dict[str, int]:
