@@ -56,11 +56,6 @@ STORAGE_FULL = ErrorBody(
 log = logging.getLogger(__name__)
 
 
-def documented(*names: str) -> list[ResponseHeader]:
-    """The OpenAPI description of the tus headers an answer carries."""
-    return [ResponseHeader(name=n, description=HEADERS[n], documentation_only=True) for n in names]
-
-
 HEADERS = {
     "Tus-Resumable": f"The protocol version: {TUS_VERSION}",
     "Tus-Version": "The protocol versions this server speaks",
@@ -76,6 +71,11 @@ HEADERS = {
     "Upload-Expires": "When an unfinished upload expires (RFC 9110 date)",
     "Cache-Control": "no-store: an upload's offset is never cached",
 }
+
+
+def documented(*names: str) -> list[ResponseHeader]:
+    """The OpenAPI description of the tus headers an answer carries."""
+    return [ResponseHeader(name=n, description=HEADERS[n], documentation_only=True) for n in names]
 
 
 def tus_headers(extra: dict[str, str] | None = None) -> dict[str, str]:
