@@ -7,7 +7,7 @@ from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
-from api import audit, deployments, events, executions, health, tasks
+from api import audit, deploy_agents, deployments, events, executions, health, tasks
 from api.auth import AuthMiddleware, KeyCache, policy_guard, rate_limit
 from api.dependencies import dependencies
 from api.errors import EXCEPTION_HANDLERS
@@ -31,6 +31,7 @@ def create_app(runtime: Runtime) -> Litestar:
                 [
                     *tasks.ROUTES,
                     *deployments.ROUTES,
+                    *deploy_agents.ROUTES,
                     *health.ROUTES,
                     *events.ROUTES,
                     *audit.ROUTES,
