@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.deploy_modes import available_modes
 from api.dependencies import (
+    Aggregates,
     AppSettings,
     Blobs,
     Commands,
@@ -119,9 +120,9 @@ class DeploymentController(Controller):
         summary="Deployment service health, capacity and statistics",
     )
     async def health(
-        self, commands: Commands, sessions: Sessions, settings: AppSettings
+        self, aggregates: Aggregates, sessions: Sessions, settings: AppSettings
     ) -> DeploymentServiceHealth:
-        slots, _ = await commands.repository.load(DEPLOYMENT_SLOTS, SLOTS_ID)
+        slots, _ = await aggregates.load(DEPLOYMENT_SLOTS, SLOTS_ID)
         async with sessions() as session:
             counts = dict(
                 (
