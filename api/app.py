@@ -9,6 +9,7 @@ from litestar.openapi import OpenAPIConfig
 
 from api import (
     audit,
+    deploy_agents,
     deployments,
     events,
     executions,
@@ -38,6 +39,7 @@ def create_app(runtime: Runtime) -> Litestar:
                 [
                     *tasks.ROUTES,
                     *deployments.ROUTES,
+                    *deploy_agents.ROUTES,
                     *health.ROUTES,
                     *events.ROUTES,
                     *audit.ROUTES,

@@ -24,6 +24,7 @@ from api.runtime import Runtime
 from api.settings import Settings
 from handlers.commands import CommandService
 from handlers.render import FrameScheduler
+from handlers.repository import AggregateRepository
 from projections.base import Projection
 
 
@@ -48,6 +49,8 @@ class LiveFeeds:
 
 
 Commands = NamedDependency[CommandService]
+# The aggregates' current state, for a read that must not lag behind a projection.
+Aggregates = NamedDependency[AggregateRepository]
 Sessions = NamedDependency[async_sessionmaker[AsyncSession]]
 Store = NamedDependency[EventStore]
 Blobs = NamedDependency[LocalBlobStore]
@@ -67,6 +70,7 @@ def dependencies(runtime: Runtime) -> dict[str, Provide]:
     return {
         "runtime": Provide(lambda: runtime, sync_to_thread=False),
         "commands": Provide(lambda: runtime.commands, sync_to_thread=False),
+        "aggregates": Provide(lambda: runtime.commands.repository, sync_to_thread=False),
         "sessions": Provide(lambda: runtime.sessions, sync_to_thread=False),
         "store": Provide(lambda: runtime.store, sync_to_thread=False),
         "blobs": Provide(lambda: runtime.blobs, sync_to_thread=False),

@@ -1,4 +1,5 @@
-"""HTTP routes of deployments (seed: deployment service API) and of the deploy agents."""
+"""HTTP routes of deployments for their users (seed: deployment service API); the deploy agents'
+side is ``api.deploy_agents``."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from typing import Any
 import psutil
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
-from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
+from litestar.status_codes import HTTP_202_ACCEPTED
 from sqlalchemy import Row, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.deploy_modes import available_modes
 from api.dependencies import (
+    Aggregates,
     AppSettings,
     Blobs,
     Commands,
@@ -23,8 +25,6 @@ from api.dependencies import (
     read_after,
 )
 from api.deployment_answers import (
-    Claimed,
-    DeploymentAccepted,
     DeploymentCancelAccepted,
     DeploymentProgress,
     DeploymentServiceHealth,
@@ -32,8 +32,6 @@ from api.deployment_answers import (
     DeploymentStatistics,
     DeploymentView,
     ManagerStatus,
-    StepReported,
-    StepStarted,
     SystemResources,
     WebhookAttempt,
     deployment_view,
@@ -43,7 +41,6 @@ from api.health import VERSION
 from api.http import (
     OPERATE,
     READ,
-    WORK,
     IdempotencyKey,
     command_context,
     owner_for_new,
@@ -55,16 +52,9 @@ from api.routing import API_V1
 from domain.base import NotFound
 from domain.deployments import DEPLOYMENT_SLOTS, SLOTS_ID
 from handlers.deployments import (
-    ClaimRequest,
     StartDeploymentRequest,
-    StepFinishRequest,
-    StepStartRequest,
-    acknowledge_cancel,
     cancel_deployment,
-    claim_next,
-    finish_step,
     start_deployment,
-    start_step,
 )
 from projections.deployments import (
     DEPLOYMENTS,
@@ -130,9 +120,9 @@ class DeploymentController(Controller):
         summary="Deployment service health, capacity and statistics",
     )
     async def health(
-        self, commands: Commands, sessions: Sessions, settings: AppSettings
+        self, aggregates: Aggregates, sessions: Sessions, settings: AppSettings
     ) -> DeploymentServiceHealth:
-        slots, _ = await commands.repository.load(DEPLOYMENT_SLOTS, SLOTS_ID)
+        slots, _ = await aggregates.load(DEPLOYMENT_SLOTS, SLOTS_ID)
         async with sessions() as session:
             counts = dict(
                 (
@@ -285,105 +275,6 @@ class DeploymentController(Controller):
                 )
             ).all()
         return [WebhookAttempt.model_validate(r) for r in rows]
-
-    # ------------------------------------------------------------ the deploy agent's side
-
-    @post(
-        "/deploy-agents/{agent_id:str}/claim",
-        opt=WORK,
-        status_code=200,
-        summary="Claim a deployment",
-    )
-    async def claim(
-        self,
-        request: Request[Any, Any, Any],
-        commands: Commands,
-        sessions: Sessions,
-        secrets: Secrets,
-        agent_id: FromPath[str],
-        data: JSONBody[ClaimRequest],
-    ) -> Response[Claimed | None]:
-        claimed = await claim_next(
-            commands,
-            sessions,
-            secrets,
-            path_id(agent_id),
-            data,
-            command_context(request, None),
-        )
-        if claimed is None:
-            return Response(None, status_code=HTTP_204_NO_CONTENT)
-        return Response(
-            Claimed(
-                deployment_id=claimed.deployment_id,
-                mode=claimed.mode,
-                environment=claimed.environment,
-                environment_variables=claimed.environment_variables,
-                config=claimed.config,
-                timeout=claimed.timeout,
-                force_rebuild=claimed.force_rebuild,
-                skip_health_check=claimed.skip_health_check,
-                seq=claimed.outcome.last_seq,
-            )
-        )
-
-    @post(
-        "/deployments/{deployment_id:str}/steps/{index:int}/start",
-        opt=WORK,
-        status_code=HTTP_202_ACCEPTED,
-        summary="The agent starts a step (409 deployment_cancelling: stop here)",
-    )
-    async def step_start(
-        self,
-        request: Request[Any, Any, Any],
-        commands: Commands,
-        deployment_id: FromPath[str],
-        index: FromPath[int],
-        data: JSONBody[StepStartRequest],
-    ) -> Response[StepStarted]:
-        outcome = await start_step(
-            commands, path_id(deployment_id), index, data, command_context(request, None)
-        )
-        return StepStarted.of(outcome, deployment_id=deployment_id, step=index, status="running")
-
-    @post(
-        "/deployments/{deployment_id:str}/steps/{index:int}/finish",
-        opt=WORK,
-        status_code=HTTP_202_ACCEPTED,
-        summary="The agent reports a step's result and log",
-    )
-    async def step_finish(
-        self,
-        request: Request[Any, Any, Any],
-        commands: Commands,
-        blobs: Blobs,
-        deployment_id: FromPath[str],
-        index: FromPath[int],
-        data: JSONBody[StepFinishRequest],
-    ) -> Response[StepReported]:
-        outcome = await finish_step(
-            commands,
-            blobs,
-            path_id(deployment_id),
-            index,
-            data,
-            command_context(request, None),
-        )
-        return StepReported.of(outcome, deployment_id=deployment_id, step=index)
-
-    @post(
-        "/deployments/{deployment_id:str}/cancel-ack",
-        opt=WORK,
-        status_code=HTTP_202_ACCEPTED,
-        summary="The agent confirms it stopped after a cancel",
-    )
-    async def cancel_ack(
-        self, request: Request[Any, Any, Any], commands: Commands, deployment_id: FromPath[str]
-    ) -> Response[DeploymentAccepted]:
-        outcome = await acknowledge_cancel(
-            commands, path_id(deployment_id), command_context(request, None)
-        )
-        return DeploymentAccepted.of(outcome, deployment_id=deployment_id, status="cancelled")
 
 
 # What the catalogue mounts for this slice under /api/v1.

@@ -54,15 +54,15 @@ class StepUpdateRequest(WireModel):
     log: Annotated[str, Field(max_length=65_536)] = ""
 
 
-class StepView(Answer):
+class ExecutionStepView(Answer):
     name: str
     status: StepStatus
     log: str
 
 
-class StageView(Answer):
+class ExecutionStageView(Answer):
     name: str
-    steps: list[StepView]
+    steps: list[ExecutionStepView]
 
 
 class ExecutionView(Answer):
@@ -71,7 +71,7 @@ class ExecutionView(Answer):
     trigger: Trigger
     triggered_by: str
     status: Literal["running", "success", "failed", "cancelled"]
-    stages: list[StageView]
+    stages: list[ExecutionStageView]
     created_at: Instant
     finished_at: Instant | None
     seq: int
@@ -84,11 +84,11 @@ class ExecutionPage(Answer):
     total_pages: int
 
 
-class StepAccepted(Accepted):
+class ExecutionStepAccepted(Accepted):
     id: str
 
 
-class ExecutionAccepted(StepAccepted):
+class ExecutionAccepted(ExecutionStepAccepted):
     status: Literal["running", "cancelled"]
 
 
@@ -174,13 +174,13 @@ class ExecutionController(Controller):
         commands: Commands,
         execution_id: FromPath[str],
         data: JSONBody[StepUpdateRequest],
-    ) -> Response[StepAccepted]:
+    ) -> Response[ExecutionStepAccepted]:
         execution_id = path_id(execution_id)
         command = UpdateStep(execution_id=execution_id, **data.model_dump())
         outcome = await commands.execute(
             EXECUTION, execution_id, command, command_context(request, None)
         )
-        return StepAccepted.of(outcome, id=execution_id)
+        return ExecutionStepAccepted.of(outcome, id=execution_id)
 
     @post(
         "/{execution_id:str}/cancel", opt=OPERATE, status_code=HTTP_202_ACCEPTED, summary="Cancel"
