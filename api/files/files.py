@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from adapters.blob_store import LocalBlobStore
 from adapters.envelope import RecordedEvent
 from adapters.live_feed import FeedFilter
-from api.dependencies import Blobs, Commands, Live, ReadAfter, read_after
+from api.dependencies import Aggregates, Blobs, Live, ReadAfter, read_after
 from api.downloads import blob_response
 from api.errors import ApiError
 from api.events import sse_stream
@@ -191,14 +191,14 @@ class FileController(Controller):
     async def events(
         self,
         request: Request[Any, Any, Any],
-        commands: Commands,
+        aggregates: Aggregates,
         live: Live,
         file_id: FromPath[str],
         last_event_id: Annotated[
             int | None, HeaderParameter(name="Last-Event-ID", ge=0, required=False)
         ] = None,
     ) -> ServerSentEvent:
-        state, version = await commands.repository.load(FILE, path_id(file_id))
+        state, version = await aggregates.load(FILE, path_id(file_id))
         if version == 0 or not visible(request, state.owner or ""):
             raise ApiError(404, "file_not_found", f"File {file_id} not found")
         feed = live.open(FeedFilter("file", file_id), from_seq=(last_event_id or 0) + 1)
