@@ -4,28 +4,25 @@ from __future__ import annotations
 
 from litestar import Litestar, Router
 from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
 from api.auth import AuthMiddleware, KeyCache, policy_guard, rate_limit
+from api.dependencies import dependencies
 from api.errors import EXCEPTION_HANDLERS
 from api.health import VERSION
 from api.http import PUBLIC
 from api.openapi import describe_access
+from api.routing import api_v1
 from api.runtime import Runtime
 from handlers.render import load_hardware_configs
 
 
 def create_app(runtime: Runtime) -> Litestar:
     """Build the app around an already started runtime (its lifetime is the caller's)."""
-
-    def provide_runtime() -> Runtime:
-        return runtime
-
     app = Litestar(
-        route_handlers=list(runtime.catalogue.routes),
-        dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},
+        route_handlers=[api_v1(runtime.catalogue.routes)],
+        dependencies=dependencies(runtime),
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
             rate_limit(runtime.settings.rate_limit_per_minute),

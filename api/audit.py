@@ -12,16 +12,52 @@ from litestar import Controller, get
 from litestar.params import FromPath, QueryParameter
 
 from adapters.live_feed import FeedFilter
+from api.answers import Answer, Instant
+from api.dependencies import Store
 from api.events import AggregateId, AggregateName, EventType
-from api.http import ADMIN, Rt, path_id
+from api.http import ADMIN, path_id
 from handlers.audit import EventQuery, audit_aggregate, find_events
 
 Seq = Annotated[int | None, QueryParameter(ge=1, required=False)]
-Instant = Annotated[datetime | None, QueryParameter(required=False)]
+Moment = Annotated[datetime | None, QueryParameter(required=False)]
+
+
+class EventView(Answer):
+    """One recorded event, as the stream holds it (``payload`` in the event type's latest
+    schema version)."""
+
+    seq: int
+    event_id: str
+    type: str
+    schema_version: int
+    aggregate: str
+    aggregate_id: str
+    occurred_at: Instant
+    actor: str
+    correlation_id: str | None
+    causation_id: str | None
+    payload: dict[str, Any]
+
+
+class EventPage(Answer):
+    events: list[EventView]
+    count: int
+    next_from_seq: int | None
+
+
+class AggregateHistory(Answer):
+    """An aggregate's events and its state after the last of them (as of the bound asked)."""
+
+    aggregate: str
+    aggregate_id: str
+    version: int
+    event_count: int
+    state: Any
+    events: list[EventView]
 
 
 class AuditController(Controller):
-    path = "/api/v1/audit"
+    path = "/audit"
     tags = ["audit"]
 
     @get(
@@ -29,22 +65,22 @@ class AuditController(Controller):
     )
     async def list_events(
         self,
-        runtime: Rt,
+        store: Store,
         aggregate: AggregateName = None,
         aggregate_id: AggregateId = None,
         event_type: EventType = None,
         actor: Annotated[str | None, QueryParameter(max_length=256, required=False)] = None,
-        since: Instant = None,
-        until: Instant = None,
+        since: Moment = None,
+        until: Moment = None,
         from_seq: Annotated[int, QueryParameter(ge=1)] = 1,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-    ) -> dict[str, Any]:
+    ) -> EventPage:
         query = EventQuery(
             FeedFilter(aggregate, aggregate_id, event_type), actor, since, until, from_seq
         )
-        events = [e.as_dict() async for e in find_events(runtime.store, query, limit)]
-        next_seq = events[-1]["seq"] + 1 if len(events) == limit else None
-        return {"events": events, "count": len(events), "next_from_seq": next_seq}
+        events = [EventView.model_validate(e) async for e in find_events(store, query, limit)]
+        next_seq = events[-1].seq + 1 if len(events) == limit else None
+        return EventPage(events=events, count=len(events), next_from_seq=next_seq)
 
     @get(
         "/{aggregate:str}/{aggregate_id:str}",
@@ -53,20 +89,20 @@ class AuditController(Controller):
     )
     async def aggregate_history(
         self,
-        runtime: Rt,
+        store: Store,
         aggregate: FromPath[str],
         aggregate_id: FromPath[str],
         as_of_seq: Seq = None,
-        as_of_time: Instant = None,
-    ) -> dict[str, Any]:
+        as_of_time: Moment = None,
+    ) -> AggregateHistory:
         audit = await audit_aggregate(
-            runtime.store,
+            store,
             path_id(aggregate),
             path_id(aggregate_id),
             as_of_seq=as_of_seq,
             as_of_time=as_of_time,
         )
-        return audit.as_dict()
+        return AggregateHistory.model_validate(audit.as_dict())
 
 
 # What the catalogue mounts for this slice under /api/v1.

@@ -2,21 +2,20 @@
 
 Shape: ``{"error": {"status": 409, "code": "task_not_pending", "message": "..", "fields": []}}``.
 Codes are stable; unexpected failures answer 500 ``internal_error`` and are logged server-side.
+What an exception tells the client is decided once, by ``refusal``; an envelope (this one, or
+the render seed's) only renders it.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from nats.errors import Error as NatsError
-from pydantic import ValidationError as PydanticValidationError
 
-from domain.base import DomainError
-from handlers.errors import ErrorBody, ErrorEnvelope, FieldError, describe
-from handlers.ports import ConcurrencyConflict, DuplicateAppend
+from handlers.errors import EXPECTED, ErrorBody, ErrorEnvelope, FieldError, describe
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,66 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+class Refusal(NamedTuple):
+    """What a client is told of a failure: the error body and the headers that go with it."""
+
+    body: ErrorBody
+    headers: dict[str, str] | None = None
+
+
+MALFORMED_JSON = ErrorBody(
+    status=400, code="malformed_json", message="The request body is not valid JSON"
+)
+BROKER_UNAVAILABLE = ErrorBody(
+    status=503,
+    code="broker_unavailable",
+    message="The event store is unavailable for a moment (NATS reconnecting or electing a "
+    "leader); nothing was recorded unless a resend with the same Idempotency-Key says so",
+)
+INTERNAL_ERROR = ErrorBody(status=500, code="internal_error", message="Internal error")
+# The failures ``refusal`` describes as the client's or the moment's; anything else is a bug.
+REFUSED: tuple[type[Exception], ...] = (*EXPECTED, ApiError, HTTPException, NatsError)
+
+
+def _litestar_validation(exc: ValidationException) -> ErrorBody:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    fields = [
+        FieldError(field=str(item.get("key") or item.get("source") or ""), message=item["message"])
+        for item in extra
+        if isinstance(item, dict) and "message" in item
+    ]
+    return ErrorBody(
+        status=400 if not fields else 422,
+        code="validation_error",
+        message=str(exc.detail) if not fields else "The request has invalid fields",
+        fields=fields,
+    )
+
+
+def refusal(request: Request[Any, Any, Any], exc: Exception) -> Refusal:
+    """What ``exc`` tells the client, whichever envelope renders it. A broker outage is
+    expected in a cluster (logged without a traceback); an unexpected failure is logged whole
+    and told only as ``internal_error``."""
+    match exc:
+        case ApiError():
+            return Refusal(exc.body, exc.headers)
+        case ValidationException():
+            return Refusal(_litestar_validation(exc))
+        case HTTPException() if isinstance(exc.__cause__, SerializationException):
+            return Refusal(MALFORMED_JSON)
+        case HTTPException():
+            code = http_error_code(exc.status_code)
+            body = ErrorBody(status=exc.status_code, code=code, message=str(exc.detail))
+            return Refusal(body, exc.headers)
+        case NatsError():
+            log.warning("%s %s: NATS unavailable: %r", request.method, request.url.path, exc)
+            return Refusal(BROKER_UNAVAILABLE, {"Retry-After": "1"})
+    if (body := describe(exc)) is not None:
+        return Refusal(body)
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return Refusal(INTERNAL_ERROR)
+
+
 def error_response(
     body: ErrorBody, headers: dict[str, str] | None = None
 ) -> Response[dict[str, Any]]:
@@ -58,78 +117,8 @@ def error_response(
     )
 
 
-def _malformed_json() -> Response[dict[str, Any]]:
-    return error_response(
-        ErrorBody(status=400, code="malformed_json", message="The request body is not valid JSON")
-    )
+def _enveloped(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    return error_response(*refusal(request, exc))
 
 
-def _described(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    body = describe(exc)
-    if body is None:
-        raise TypeError(f"no description for {type(exc).__name__}") from exc
-    return error_response(body)
-
-
-def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[dict[str, Any]]:
-    return error_response(exc.body, exc.headers)
-
-
-def _litestar_validation(
-    _: Request[Any, Any, Any], exc: ValidationException
-) -> Response[dict[str, Any]]:
-    extra = exc.extra if isinstance(exc.extra, list) else []
-    fields = [
-        FieldError(field=str(item.get("key") or item.get("source") or ""), message=item["message"])
-        for item in extra
-        if isinstance(item, dict) and "message" in item
-    ]
-    return error_response(
-        ErrorBody(
-            status=400 if not fields else 422,
-            code="validation_error",
-            message=str(exc.detail) if not fields else "The request has invalid fields",
-            fields=fields,
-        )
-    )
-
-
-def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
-    if isinstance(exc.__cause__, SerializationException):
-        return _malformed_json()
-    code = http_error_code(exc.status_code)
-    return error_response(
-        ErrorBody(status=exc.status_code, code=code, message=str(exc.detail)), exc.headers
-    )
-
-
-BROKER_UNAVAILABLE = ErrorBody(
-    status=503,
-    code="broker_unavailable",
-    message="The event store is unavailable for a moment (NATS reconnecting or electing a "
-    "leader); nothing was recorded unless a resend with the same Idempotency-Key says so",
-)
-
-
-def _broker_unavailable(request: Request[Any, Any, Any], exc: NatsError) -> Response[Any]:
-    """A broker outage is expected in a cluster: answered 503, logged without a traceback."""
-    log.warning("%s %s: NATS unavailable: %r", request.method, request.url.path, exc)
-    return error_response(BROKER_UNAVAILABLE, {"Retry-After": "1"})
-
-
-def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(ErrorBody(status=500, code="internal_error", message="Internal error"))
-
-
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
-    DomainError: _described,
-    PydanticValidationError: _described,
-    ConcurrencyConflict: _described,
-    DuplicateAppend: _described,
-    ApiError: _api_error,
-    ValidationException: _litestar_validation,
-    HTTPException: _http_error,
-    NatsError: _broker_unavailable,
-    Exception: _unexpected,
-}
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {Exception: _enveloped}

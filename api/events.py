@@ -21,10 +21,11 @@ from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from adapters.envelope import RecordedEvent
+from adapters.event_store import JetStreamEventStore
 from adapters.live_feed import FeedClosed, FeedFilter, FeedOverflow, LiveFeed
 from api.auth import principal_of
-from api.http import READ, Rt
-from api.runtime import Runtime
+from api.dependencies import Live
+from api.http import READ
 from domain.access import Role
 from handlers.visibility import OwnedEvents
 
@@ -71,30 +72,14 @@ def named(event: RecordedEvent) -> dict[str, Any] | None:
     return {"event": name, "seq": event.seq, "at": event.occurred_at.isoformat(), "data": data}
 
 
-def _feed(
-    runtime: Runtime,
-    aggregate: str | None,
-    aggregate_id: str | None,
-    event_type: str | None,
-    from_seq: int | None,
-) -> LiveFeed:
-    return LiveFeed(
-        runtime.store,
-        FeedFilter(aggregate, aggregate_id, event_type),
-        from_seq=from_seq,
-        max_queue=runtime.settings.live_queue,
-        closing=runtime.closing,
-    )
-
-
 def _visibility(
-    runtime: Runtime, connection: ASGIConnection[Any, Any, Any, Any]
+    store: JetStreamEventStore, connection: ASGIConnection[Any, Any, Any, Any]
 ) -> OwnedEvents | None:
     """None when the caller sees every event (admin); else the filter to its own aggregates."""
     principal = principal_of(connection)
     if principal is None or principal.role is Role.admin:
         return None
-    return OwnedEvents(runtime.store, principal.user)
+    return OwnedEvents(store, principal.user)
 
 
 def sse_stream(
@@ -124,7 +109,7 @@ def sse_stream(
 
 
 class EventFeedController(Controller):
-    path = "/api/v1/events"
+    path = "/events"
     tags = ["live"]
 
     @get(
@@ -141,7 +126,7 @@ class EventFeedController(Controller):
     async def stream(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        live: Live,
         aggregate: AggregateName = None,
         aggregate_id: AggregateId = None,
         event_type: EventType = None,
@@ -151,8 +136,8 @@ class EventFeedController(Controller):
         ] = None,
     ) -> ServerSentEvent:
         start = last_event_id + 1 if last_event_id is not None else from_seq
-        feed = _feed(runtime, aggregate, aggregate_id, event_type, start)
-        shown = _visibility(runtime, request)
+        feed = live.open(FeedFilter(aggregate, aggregate_id, event_type), start)
+        shown = _visibility(live.store, request)
 
         async def render(event: RecordedEvent) -> ServerSentEventMessage | None:
             if shown is not None and not await shown.visible(event):
@@ -167,7 +152,7 @@ class EventFeedController(Controller):
     async def ws(
         self,
         socket: WebSocket[Any, Any, Any],
-        runtime: Rt,
+        live: Live,
         aggregate: AggregateName = None,
         aggregate_id: AggregateId = None,
         event_type: EventType = None,
@@ -178,14 +163,14 @@ class EventFeedController(Controller):
         compact task/node events. Resume with ``from_seq`` = last seen + 1. A client that falls
         behind is closed with code 4008 and a reason naming the sequence to resume from."""
         await socket.accept()
-        live = _feed(runtime, aggregate, aggregate_id, event_type, from_seq)
-        shown = _visibility(runtime, socket)
+        events = live.open(FeedFilter(aggregate, aggregate_id, event_type), from_seq)
+        shown = _visibility(live.store, socket)
         gone = asyncio.ensure_future(_until_disconnected(socket))
         try:
-            async with live:
+            async with events:
                 while not gone.done():
                     try:
-                        event = await live.next(KEEPALIVE_S)
+                        event = await events.next(KEEPALIVE_S)
                     except FeedOverflow as overflow:
                         await socket.close(code=OVERFLOW_CLOSE_CODE, reason=str(overflow)[:120])
                         return

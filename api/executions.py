@@ -5,28 +5,25 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, Router, get, post
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy import Row, func, select
 from uuid6 import uuid7
 
-from api import consistency
+from api.answers import Accepted, Answer, Instant
+from api.dependencies import Commands, ReadAfter, read_after
 from api.http import (
     OPERATE,
     READ,
     WORK,
     Page,
     PageSize,
-    Rt,
-    WaitForSeq,
-    accepted,
     command_context,
     path_id,
-    utc,
 )
 from domain.base import CallbackUrl, NotFound
 from domain.pipelines import (
@@ -39,11 +36,8 @@ from domain.pipelines import (
     Trigger,
     UpdateStep,
 )
+from handlers.wire import WireModel
 from projections.pipelines import EXECUTIONS, executions
-
-
-class WireModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class StartExecutionRequest(WireModel):
@@ -60,44 +54,84 @@ class StepUpdateRequest(WireModel):
     log: Annotated[str, Field(max_length=65_536)] = ""
 
 
-def execution_view(row: Row[Any]) -> dict[str, Any]:
+class ExecutionStepView(Answer):
+    name: str
+    status: StepStatus
+    log: str
+
+
+class ExecutionStageView(Answer):
+    name: str
+    steps: list[ExecutionStepView]
+
+
+class ExecutionView(Answer):
+    id: str
+    pipeline: str
+    trigger: Trigger
+    triggered_by: str
+    status: Literal["running", "success", "failed", "cancelled"]
+    stages: list[ExecutionStageView]
+    created_at: Instant
+    finished_at: Instant | None
+    seq: int
+
+
+class ExecutionPage(Answer):
+    results: list[ExecutionView]
+    count: int
+    page: int
+    total_pages: int
+
+
+class ExecutionStepAccepted(Accepted):
+    id: str
+
+
+class ExecutionAccepted(ExecutionStepAccepted):
+    status: Literal["running", "cancelled"]
+
+
+def execution_view(row: Row[Any]) -> ExecutionView:
     m = row._mapping
-    return {
-        "id": m["execution_id"],
-        "pipeline": m["pipeline"],
-        "trigger": m["trigger"],
-        "triggered_by": m["triggered_by"],
-        "status": m["status"],
-        "stages": json.loads(m["stages"]),
-        "created_at": utc(m["created_at"]),
-        "finished_at": utc(m["finished_at"]),
-        "seq": m["last_seq"],
-    }
+    return ExecutionView(
+        id=m["execution_id"],
+        pipeline=m["pipeline"],
+        trigger=m["trigger"],
+        triggered_by=m["triggered_by"],
+        status=m["status"],
+        stages=json.loads(m["stages"]),
+        created_at=m["created_at"],
+        finished_at=m["finished_at"],
+        seq=m["last_seq"],
+    )
 
 
 class ExecutionController(Controller):
     path = "/executions"
     tags = ["pipeline executions"]
+    dependencies = {"read_after": read_after(EXECUTIONS)}
 
     @post("/", opt=OPERATE, status_code=HTTP_202_ACCEPTED, summary="Start a pipeline execution")
     async def start(
-        self, request: Request[Any, Any, Any], runtime: Rt, data: JSONBody[StartExecutionRequest]
-    ) -> Response[dict[str, Any]]:
+        self,
+        request: Request[Any, Any, Any],
+        commands: Commands,
+        data: JSONBody[StartExecutionRequest],
+    ) -> Response[ExecutionAccepted]:
         ctx = command_context(request, None)
         execution_id = str(uuid7())
         command = StartExecution(
             execution_id=execution_id, triggered_by=ctx.metadata.actor, **data.model_dump()
         )
-        outcome = await runtime.commands.execute(EXECUTION, execution_id, command, ctx)
-        return accepted(outcome, id=execution_id, status="running")
+        outcome = await commands.execute(EXECUTION, execution_id, command, ctx)
+        return ExecutionAccepted.of(outcome, id=execution_id, status="running")
 
     @get("/", opt=READ, summary="Executions, newest first")
     async def list_executions(
-        self, runtime: Rt, page: Page = 1, page_size: PageSize = 20, wait_for_seq: WaitForSeq = None
-    ) -> dict[str, Any]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (EXECUTIONS,), wait_for_seq)
-        async with runtime.sessions() as session:
+        self, read_after: ReadAfter, page: Page = 1, page_size: PageSize = 20
+    ) -> ExecutionPage:
+        async with read_after() as session:
             rows = (
                 await session.execute(
                     select(executions)
@@ -107,20 +141,18 @@ class ExecutionController(Controller):
                 )
             ).all()
             total = int(await session.scalar(select(func.count()).select_from(executions)) or 0)
-        return {
-            "results": [execution_view(r) for r in rows],
-            "count": total,
-            "page": page,
-            "total_pages": math.ceil(total / page_size),
-        }
+        return ExecutionPage(
+            results=[execution_view(r) for r in rows],
+            count=total,
+            page=page,
+            total_pages=math.ceil(total / page_size),
+        )
 
     @get("/{execution_id:str}", opt=READ, summary="One execution")
     async def get_execution(
-        self, runtime: Rt, execution_id: FromPath[str], wait_for_seq: WaitForSeq = None
-    ) -> dict[str, Any]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (EXECUTIONS,), wait_for_seq)
-        async with runtime.sessions() as session:
+        self, read_after: ReadAfter, execution_id: FromPath[str]
+    ) -> ExecutionView:
+        async with read_after() as session:
             row = (
                 await session.execute(
                     select(executions).where(executions.c.execution_id == execution_id)
@@ -139,38 +171,31 @@ class ExecutionController(Controller):
     async def update_step(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
         execution_id: FromPath[str],
         data: JSONBody[StepUpdateRequest],
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[ExecutionStepAccepted]:
         execution_id = path_id(execution_id)
         command = UpdateStep(execution_id=execution_id, **data.model_dump())
-        outcome = await runtime.commands.execute(
+        outcome = await commands.execute(
             EXECUTION, execution_id, command, command_context(request, None)
         )
-        return accepted(outcome, id=execution_id)
+        return ExecutionStepAccepted.of(outcome, id=execution_id)
 
     @post(
         "/{execution_id:str}/cancel", opt=OPERATE, status_code=HTTP_202_ACCEPTED, summary="Cancel"
     )
     async def cancel(
-        self, request: Request[Any, Any, Any], runtime: Rt, execution_id: FromPath[str]
-    ) -> Response[dict[str, Any]]:
+        self, request: Request[Any, Any, Any], commands: Commands, execution_id: FromPath[str]
+    ) -> Response[ExecutionAccepted]:
         execution_id = path_id(execution_id)
         command = CancelExecution(execution_id=execution_id)
-        outcome = await runtime.commands.execute(
+        outcome = await commands.execute(
             EXECUTION, execution_id, command, command_context(request, None)
         )
-        return accepted(outcome, id=execution_id, status="cancelled")
+        return ExecutionAccepted.of(outcome, id=execution_id, status="cancelled")
 
 
-def execution_routers() -> list[Router]:
-    """The same controller at the canonical path and at the seed's compatibility path."""
-    return [
-        Router(path=prefix, route_handlers=[ExecutionController])
-        for prefix in ("/api/v1/cicd", "/api/v1")
-    ]
-
-
-# What the catalogue mounts for this slice.
-ROUTES = tuple(execution_routers())
+# What the catalogue mounts for this slice under /api/v1: the same controller at the canonical
+# path (/cicd/executions) and at the seed's compatibility path (/executions).
+ROUTES = (Router(path="/cicd", route_handlers=[ExecutionController]), ExecutionController)

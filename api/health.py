@@ -1,26 +1,76 @@
-"""GET /api/v1/health: is every part of the service working, and how far behind are the reads."""
+"""GET /api/v1/health: is every part of the service working, and how far behind are the reads.
+
+It takes the whole runtime: reporting on every part of it is its job."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import psutil
 from litestar import Controller, Response, get
-from litestar.di import NamedDependency
 from nats.errors import Error as NatsError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.http import PUBLIC
-from api.runtime import Runtime
+from api.answers import Answer, Sparse
+from api.http import PUBLIC, Rt
 from handlers.projector import consumer_name
 
 VERSION = "0.1.0"
+Verdict = Literal["healthy", "unhealthy"]
+
+
+class NatsHealth(Sparse):
+    status: Verdict
+    url: str | None = None
+    error: str | None = None
+
+
+class StreamHealth(Answer):
+    status: Literal["healthy"]
+    name: str
+    messages: int
+    last_seq: int
+
+
+class ProjectionLag(Answer):
+    applied_seq: int
+    lag_events: int
+
+
+class DatabaseHealth(Sparse):
+    status: Verdict
+    dialect: str | None = None
+    error: str | None = None
+
+
+class SystemHealth(Answer):
+    cpu_percent: float
+    memory_percent: float
+    disk_percent: float
+    disk_free_bytes: int
+
+
+class HealthComponents(Sparse):
+    """Each part's health; ``stream`` and ``projections`` only when NATS answered."""
+
+    nats: NatsHealth
+    stream: StreamHealth | None = None
+    projections: dict[str, ProjectionLag] | None = None
+    database: DatabaseHealth
+    system: SystemHealth
+
+
+class Health(Answer):
+    status: Verdict
+    version: str
+    timestamp: float
+    components: HealthComponents
 
 
 class HealthController(Controller):
-    path = "/api/v1"
+    path = "/"
     tags = ["system"]
 
     @get(
@@ -28,51 +78,53 @@ class HealthController(Controller):
         opt=PUBLIC,
         summary="Health of NATS, the stream, the database and the projections",
     )
-    async def health(self, runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
+    async def health(self, runtime: Rt) -> Response[Health]:
         components: dict[str, Any] = {}
         healthy = True
         try:
             info = await runtime.store.js.stream_info(runtime.store.stream)
-            components["nats"] = {"status": "healthy", "url": runtime.nats_url}
-            components["stream"] = {
-                "status": "healthy",
-                "name": runtime.store.stream,
-                "messages": info.state.messages,
-                "last_seq": info.state.last_seq,
-            }
-            projections: dict[str, Any] = {}
+            components["nats"] = NatsHealth(status="healthy", url=runtime.nats_url)
+            components["stream"] = StreamHealth(
+                status="healthy",
+                name=runtime.store.stream,
+                messages=info.state.messages,
+                last_seq=info.state.last_seq,
+            )
+            projections: dict[str, ProjectionLag] = {}
             for projection in runtime.catalogue.projections:
                 consumer = await runtime.store.js.consumer_info(
                     runtime.store.stream, consumer_name(projection)
                 )
-                projections[projection.name] = {
-                    "applied_seq": runtime.progress.applied.get(projection.name, 0),
-                    "lag_events": (consumer.num_pending or 0) + (consumer.num_ack_pending or 0),
-                }
+                projections[projection.name] = ProjectionLag(
+                    applied_seq=runtime.progress.applied.get(projection.name, 0),
+                    lag_events=(consumer.num_pending or 0) + (consumer.num_ack_pending or 0),
+                )
             components["projections"] = projections
         except (NatsError, TimeoutError) as error:
             healthy = False
-            components["nats"] = {"status": "unhealthy", "error": type(error).__name__}
+            components["nats"] = NatsHealth(status="unhealthy", error=type(error).__name__)
         try:
             async with runtime.sessions() as session:
                 await session.execute(text("SELECT 1"))
-            components["database"] = {"status": "healthy", "dialect": runtime.engine.dialect.name}
+            components["database"] = DatabaseHealth(
+                status="healthy", dialect=runtime.engine.dialect.name
+            )
         except SQLAlchemyError as error:
             healthy = False
-            components["database"] = {"status": "unhealthy", "error": type(error).__name__}
+            components["database"] = DatabaseHealth(status="unhealthy", error=type(error).__name__)
         disk = psutil.disk_usage(str(runtime.settings.data_dir.resolve()))
-        components["system"] = {
-            "cpu_percent": psutil.cpu_percent(interval=None),
-            "memory_percent": psutil.virtual_memory().percent,
-            "disk_percent": disk.percent,
-            "disk_free_bytes": disk.free,
-        }
-        body = {
-            "status": "healthy" if healthy else "unhealthy",
-            "version": VERSION,
-            "timestamp": time.time(),
-            "components": components,
-        }
+        components["system"] = SystemHealth(
+            cpu_percent=psutil.cpu_percent(interval=None),
+            memory_percent=psutil.virtual_memory().percent,
+            disk_percent=disk.percent,
+            disk_free_bytes=disk.free,
+        )
+        body = Health(
+            status="healthy" if healthy else "unhealthy",
+            version=VERSION,
+            timestamp=time.time(),
+            components=HealthComponents(**components),
+        )
         return Response(body, status_code=200 if healthy else 503)
 
 

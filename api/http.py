@@ -12,6 +12,7 @@ from litestar.params import HeaderParameter, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 from pydantic import BaseModel, StringConstraints, TypeAdapter
 from sqlalchemy import ColumnElement, Row, Select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.envelope import Metadata
 from adapters.sql import as_utc
@@ -43,6 +44,8 @@ WaitForSeq = Annotated[
 ]
 Page = Annotated[int, QueryParameter(ge=1, le=1_000_000)]
 PageSize = Annotated[int, QueryParameter(ge=1, le=100)]
+# The whole runtime, for what truly reads all of it; a route asks for its parts by name
+# (``api.dependencies``).
 Rt = NamedDependency[Runtime]
 
 
@@ -95,8 +98,9 @@ def scoped(query: Q, owner_column: ColumnElement[Any], request: Request[Any, Any
     return query if scope is None else query.where(owner_column == scope)
 
 
-def owner_for_new(request: Request[Any, Any, Any], requested: str | None) -> str:
-    """The owner of an aggregate being created: the caller, unless an admin names another."""
+def owner_for_new(request: Request[Any, Any, Any], requested: str | None = None) -> str:
+    """The owner of an aggregate being created: the caller, unless a caller who sees every
+    owner's (an admin) names another. Every creation asks here, so the rule has one home."""
     principal = principal_of(request)
     if principal is not None and principal.owner_scope is None and requested:
         return requested
@@ -107,12 +111,15 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def owned_by_caller(request: Request[Any, Any, Any], body: M) -> M:
-    """A create request with its ``owner`` decided by ``owner_for_new``."""
+    """A create request with its ``owner`` decided by ``owner_for_new``. Only ``api.render``
+    still calls this; it goes once render asks ``owner_for_new`` itself."""
     requested = getattr(body, "owner", None) if "owner" in body.model_fields_set else None
     return body.model_copy(update={"owner": owner_for_new(request, requested)})
 
 
 def accepted(outcome: CommandOutcome, **body: Any) -> Response[dict[str, Any]]:
+    """A write's 202 answer as a dict, for the routes that do not answer models yet (render,
+    files, violations); the others answer ``api.answers.Accepted.of``."""
     return Response(
         {**body, "seq": outcome.last_seq, "events": list(outcome.events)},
         status_code=HTTP_202_ACCEPTED,
@@ -121,10 +128,17 @@ def accepted(outcome: CommandOutcome, **body: Any) -> Response[dict[str, Any]]:
 
 
 async def page_rows(
-    runtime: Runtime, query: Select[Any], count: Select[Any], page: int, page_size: int
+    sessions: async_sessionmaker[AsyncSession] | Runtime,
+    query: Select[Any],
+    count: Select[Any],
+    page: int,
+    page_size: int,
 ) -> tuple[Sequence[Row[Any]], int]:
-    """One page of ``query`` (already ordered) and the total ``count`` says it pages through."""
-    async with runtime.sessions() as session:
+    """One page of ``query`` (already ordered) and the total ``count`` says it pages through.
+    A ``Runtime`` is taken until ``api.render`` and ``api.files`` pass their sessions."""
+    if isinstance(sessions, Runtime):
+        sessions = sessions.sessions
+    async with sessions() as session:
         rows = (await session.execute(query.limit(page_size).offset((page - 1) * page_size))).all()
         total = int(await session.scalar(count) or 0)
     return rows, total

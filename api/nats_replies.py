@@ -15,10 +15,10 @@ from faststream.nats import NatsBroker, NatsMessage
 from pydantic import BaseModel
 
 from adapters.envelope import Metadata
-from adapters.idempotency import CommandOutcome
 from domain.tasks import NodeId
 from handlers.commands import CommandContext
 from handlers.errors import EXPECTED, ErrorEnvelope, describe
+from handlers.outcome import CommandOutcome
 
 QUEUE = "jetflow-commands"
 

@@ -12,9 +12,9 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
-from sqlalchemy import Row, and_, func, select
+from sqlalchemy import and_, func, select
 
-from api import consistency
+from api.dependencies import AppSettings, Commands, ReadAfter, Sessions, read_after
 from api.errors import ApiError
 from api.http import (
     OPERATE,
@@ -24,17 +24,30 @@ from api.http import (
     IdempotencyKey,
     Page,
     PageSize,
-    Rt,
-    WaitForSeq,
-    accepted,
     command_context,
-    owned_by_caller,
+    owner_for_new,
     owner_scope,
     page_rows,
     path_id,
     scoped,
-    utc,
     visible,
+)
+from api.task_answers import (
+    NodeAccepted,
+    NodeCounts,
+    NodeList,
+    ResultPage,
+    TaskAccepted,
+    TaskAcceptedWithMessage,
+    TaskCounts,
+    TaskLease,
+    TaskPage,
+    TaskResult,
+    TaskStats,
+    TaskView,
+    Throughput,
+    node_view,
+    task_view,
 )
 from domain.tasks import TaskStatus
 from handlers.tasks import (
@@ -54,63 +67,23 @@ from handlers.tasks import (
 from projections.tasks import NODES, TASKS, nodes, tasks
 
 
-def task_view(row: Row[Any]) -> dict[str, Any]:
-    m = row._mapping
-    return {
-        "task_id": m["task_id"],
-        "status": m["status"],
-        "owner": m["owner"],
-        "code": m["code"],
-        "timeout": m["timeout"],
-        "resources": {"cpu": m["cpu"], "memory": m["memory"]},
-        "priority": m["priority"],
-        "max_attempts": m["max_attempts"],
-        "attempt": m["attempt"],
-        "node_id": m["node_id"],
-        "lease_deadline": utc(m["lease_deadline"]),
-        "progress": m["progress"],
-        "result": m["result"],
-        "error": m["error"],
-        "submitted_at": utc(m["submitted_at"]),
-        "started_at": utc(m["started_at"]),
-        "finished_at": utc(m["finished_at"]),
-        "run_time_s": m["run_time_s"],
-        "seq": m["last_seq"],
-    }
-
-
-def node_view(row: Row[Any], held: int) -> dict[str, Any]:
-    m = row._mapping
-    status = m["status"] if m["status"] == "offline" else ("busy" if held else "idle")
-    return {
-        "node_id": m["node_id"],
-        "status": status,
-        "tasks_held": held,
-        "joined_at": utc(m["joined_at"]),
-        "last_heartbeat_at": utc(m["last_heartbeat_at"]),
-        "resources": {"cpu_cores": m["cpu_cores"], "memory_mb": m["memory_mb"]},
-        "current_load": {"cpu_percent": m["cpu_percent"], "memory_percent": m["memory_percent"]},
-    }
-
-
 class TaskController(Controller):
-    path = "/api/v1"
+    path = "/"
     tags = ["tasks"]
+    dependencies = {"read_after": read_after(TASKS)}
 
     @post("/tasks", opt=OPERATE, status_code=HTTP_202_ACCEPTED, summary="Submit a task")
     async def submit(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
         data: JSONBody[SubmitTaskRequest],
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[dict[str, Any]]:
-        outcome = await submit_task(
-            runtime.commands,
-            owned_by_caller(request, data),
-            command_context(request, idempotency_key),
-        )
-        return accepted(
+    ) -> Response[TaskAcceptedWithMessage]:
+        requested = data.owner if "owner" in data.model_fields_set else None
+        body = data.model_copy(update={"owner": owner_for_new(request, requested)})
+        outcome = await submit_task(commands, body, command_context(request, idempotency_key))
+        return TaskAcceptedWithMessage.of(
             outcome,
             task_id=outcome.aggregate_id,
             status="pending",
@@ -121,13 +94,10 @@ class TaskController(Controller):
     async def get_task(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        read_after: ReadAfter,
         task_id: FromPath[str],
-        wait_for_seq: WaitForSeq = None,
-    ) -> dict[str, Any]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (TASKS,), wait_for_seq)
-        async with runtime.sessions() as session:
+    ) -> TaskView:
+        async with read_after() as session:
             row = (await session.execute(select(tasks).where(tasks.c.task_id == task_id))).first()
         if row is None or not visible(request, row.owner):
             raise ApiError(404, "task_not_found", f"Task {task_id} not found")
@@ -137,27 +107,21 @@ class TaskController(Controller):
     async def list_tasks(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        read_after: ReadAfter,
         status: FromQuery[TaskStatus | None] = None,
         page: Page = 1,
         page_size: PageSize = 20,
-        wait_for_seq: WaitForSeq = None,
-    ) -> dict[str, Any]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (TASKS,), wait_for_seq)
+    ) -> TaskPage:
         query = scoped(select(tasks), tasks.c.owner, request)
         count = scoped(select(func.count()).select_from(tasks), tasks.c.owner, request)
         if status is not None:
             query = query.where(tasks.c.status == status.value)
             count = count.where(tasks.c.status == status.value)
         query = query.order_by(tasks.c.submitted_at.desc(), tasks.c.task_id)
-        rows, total = await page_rows(runtime, query, count, page, page_size)
-        return {
-            "items": [task_view(r) for r in rows],
-            "page": page,
-            "page_size": page_size,
-            "total": total,
-        }
+        rows, total = await page_rows(read_after, query, count, page, page_size)
+        return TaskPage(
+            items=[task_view(r) for r in rows], page=page, page_size=page_size, total=total
+        )
 
     @post(
         "/tasks/{task_id:str}/cancel",
@@ -168,15 +132,15 @@ class TaskController(Controller):
     async def cancel(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
         task_id: FromPath[str],
         data: JSONBody[CancelTaskRequest | None] = None,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[TaskAccepted]:
         body = data or CancelTaskRequest()
         ctx = command_context(request, idempotency_key)
-        outcome = await cancel_task(runtime.commands, path_id(task_id), body, ctx)
-        return accepted(outcome, task_id=task_id, status="cancelled")
+        outcome = await cancel_task(commands, path_id(task_id), body, ctx)
+        return TaskAccepted.of(outcome, task_id=task_id, status="cancelled")
 
     @post(
         "/tasks/{task_id:str}/progress",
@@ -187,14 +151,14 @@ class TaskController(Controller):
     async def progress(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
         task_id: FromPath[str],
         data: JSONBody[ProgressRequest],
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[TaskAccepted]:
         ctx = command_context(request, idempotency_key)
-        outcome = await report_progress(runtime.commands, path_id(task_id), data, ctx)
-        return accepted(outcome, task_id=task_id, status="running")
+        outcome = await report_progress(commands, path_id(task_id), data, ctx)
+        return TaskAccepted.of(outcome, task_id=task_id, status="running")
 
     @post(
         "/tasks/{task_id:str}/result",
@@ -205,14 +169,14 @@ class TaskController(Controller):
     async def result(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
         task_id: FromPath[str],
         data: JSONBody[ResultRequest],
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[TaskAcceptedWithMessage]:
         ctx = command_context(request, idempotency_key)
-        outcome = await report_result(runtime.commands, path_id(task_id), data, ctx)
-        return accepted(
+        outcome = await report_result(commands, path_id(task_id), data, ctx)
+        return TaskAcceptedWithMessage.of(
             outcome,
             task_id=task_id,
             status=data.outcome,
@@ -228,24 +192,24 @@ class TaskController(Controller):
     async def lease(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
+        sessions: Sessions,
+        settings: AppSettings,
         node_id: FromPath[str],
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[dict[str, Any] | None]:
+    ) -> Response[TaskLease | None]:
         granted = await lease_next_task(
-            runtime.commands,
-            runtime.sessions,
+            commands,
+            sessions,
             path_id(node_id),
             command_context(request, idempotency_key),
-            lease_grace_s=runtime.settings.lease_grace_s,
+            lease_grace_s=settings.lease_grace_s,
         )
         if granted is None:
             return Response(None, status_code=HTTP_204_NO_CONTENT)
         seq = granted.outcome.last_seq
-        return Response(
-            {**lease_answer(granted), "status": "assigned", "seq": seq},
-            headers={SEQ_HEADER: str(seq)},
-        )
+        lease = TaskLease(**lease_answer(granted), status="assigned", seq=seq)
+        return Response(lease, headers={SEQ_HEADER: str(seq)})
 
     @post(
         "/nodes/{node_id:str}/heartbeat",
@@ -256,41 +220,39 @@ class TaskController(Controller):
     async def heartbeat(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        commands: Commands,
         node_id: FromPath[str],
         data: JSONBody[HeartbeatRequest | None] = None,
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[NodeAccepted]:
         ctx = command_context(request, None)
-        outcome = await heartbeat(
-            runtime.commands, path_id(node_id), data or HeartbeatRequest(), ctx
-        )
-        return accepted(outcome, node_id=node_id, status="online")
+        outcome = await heartbeat(commands, path_id(node_id), data or HeartbeatRequest(), ctx)
+        return NodeAccepted.of(outcome, node_id=node_id, status="online")
 
-    @get("/nodes", opt=READ, summary="Worker nodes with their state")
-    async def list_nodes(self, runtime: Rt, wait_for_seq: WaitForSeq = None) -> dict[str, Any]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (NODES, TASKS), wait_for_seq)
-        async with runtime.sessions() as session:
+    @get(
+        "/nodes",
+        opt=READ,
+        summary="Worker nodes with their state",
+        dependencies={"read_after": read_after(NODES, TASKS)},
+    )
+    async def list_nodes(self, read_after: ReadAfter) -> NodeList:
+        async with read_after() as session:
             rows = (await session.execute(select(nodes).order_by(nodes.c.node_id))).all()
             held = await _tasks_held(session)
-        return {"items": [node_view(r, held.get(r.node_id, 0)) for r in rows]}
+        return NodeList(items=[node_view(r, held.get(r.node_id, 0)) for r in rows])
 
     @get("/results", opt=READ, summary="Results of completed tasks, newest first")
     async def results(
         self,
         request: Request[Any, Any, Any],
-        runtime: Rt,
+        read_after: ReadAfter,
         page: Page = 1,
         page_size: PageSize = 50,
-        wait_for_seq: WaitForSeq = None,
-    ) -> dict[str, Any]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (TASKS,), wait_for_seq)
+    ) -> ResultPage:
         done = tasks.c.status == TaskStatus.COMPLETED.value
         scope = owner_scope(request)
         if scope is not None:
             done = and_(done, tasks.c.owner == scope)
-        async with runtime.sessions() as session:
+        async with read_after() as session:
             rows = (
                 await session.execute(
                     select(tasks.c.task_id, tasks.c.result, tasks.c.finished_at)
@@ -301,25 +263,26 @@ class TaskController(Controller):
                 )
             ).all()
             total = await session.scalar(select(func.count()).select_from(tasks).where(done))
-        return {
-            "count": total,
-            "page": page,
-            "page_size": page_size,
-            "results": [
-                {"task_id": r.task_id, "result": r.result, "completed_at": utc(r.finished_at)}
+        return ResultPage(
+            count=total,
+            page=page,
+            page_size=page_size,
+            results=[
+                TaskResult(task_id=r.task_id, result=r.result, completed_at=r.finished_at)
                 for r in rows
             ],
-        }
+        )
 
-    @get("/stats", opt=READ, summary="Counts by status, run times, throughput and nodes")
-    async def stats(
-        self, request: Request[Any, Any, Any], runtime: Rt, wait_for_seq: WaitForSeq = None
-    ) -> dict[str, Any]:
-        if wait_for_seq:
-            await consistency.wait_for_seq(runtime, (TASKS, NODES), wait_for_seq)
+    @get(
+        "/stats",
+        opt=READ,
+        summary="Counts by status, run times, throughput and nodes",
+        dependencies={"read_after": read_after(TASKS, NODES)},
+    )
+    async def stats(self, request: Request[Any, Any, Any], read_after: ReadAfter) -> TaskStats:
         hour_ago = datetime.now(UTC) - timedelta(hours=1)
         completed = tasks.c.status == TaskStatus.COMPLETED.value
-        async with runtime.sessions() as session:
+        async with read_after() as session:
             by_status = dict(
                 (
                     await session.execute(
@@ -347,24 +310,24 @@ class TaskController(Controller):
             held = await _tasks_held(session)
         online = [n for n, s in node_rows if s == "online"]
         busy = sum(1 for n in online if held.get(n, 0))
-        return {
-            "time_period": "all_time",
-            "tasks": {
-                "total": sum(by_status.values()),
+        return TaskStats(
+            time_period="all_time",
+            tasks=TaskCounts(
+                total=sum(by_status.values()),
                 **{s.value: int(by_status.get(s.value, 0)) for s in TaskStatus},
-                "avg_time": round(float(avg_time), 3) if avg_time is not None else None,
-            },
-            "nodes": {
-                "total": len(node_rows),
-                "idle": len(online) - busy,
-                "busy": busy,
-                "offline": len(node_rows) - len(online),
-            },
-            "throughput": {
-                "tasks_per_hour": int(last_hour or 0),
-                "compute_hours": round(float(compute_s or 0) / 3600, 6),
-            },
-        }
+                avg_time=round(float(avg_time), 3) if avg_time is not None else None,
+            ),
+            nodes=NodeCounts(
+                total=len(node_rows),
+                idle=len(online) - busy,
+                busy=busy,
+                offline=len(node_rows) - len(online),
+            ),
+            throughput=Throughput(
+                tasks_per_hour=int(last_hour or 0),
+                compute_hours=round(float(compute_s or 0) / 3600, 6),
+            ),
+        )
 
 
 async def _tasks_held(session: Any) -> dict[str, int]:

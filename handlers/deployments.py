@@ -45,6 +45,7 @@ from domain.deployments import (
 from handlers.commands import CommandContext, CommandService
 from handlers.consumer import consume, ensure_durable
 from handlers.outcome import CommandOutcome
+from handlers.wire import WireModel
 from projections.deployments import deployments
 
 SLOT_RELEASER = "pm-deployment-slots"
@@ -55,17 +56,13 @@ ENDED = frozenset(
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 
 
-class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 class DeploymentConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     environment_variables: dict[EnvName, Annotated[str, StringConstraints(max_length=8192)]] = {}
 
 
-class StartDeploymentRequest(Request):
+class StartDeploymentRequest(WireModel):
     mode: Mode = "auto"
     config: DeploymentConfig = DeploymentConfig()
     environment: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "dev"
@@ -76,16 +73,16 @@ class StartDeploymentRequest(Request):
     metadata: dict[str, Annotated[str, StringConstraints(max_length=1000)]] = {}
 
 
-class ClaimRequest(Request):
+class ClaimRequest(WireModel):
     available: dict[ConcreteMode, bool]
     total_steps: Annotated[int, Field(ge=1, le=1000)]
 
 
-class StepStartRequest(Request):
+class StepStartRequest(WireModel):
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
-class StepFinishRequest(Request):
+class StepFinishRequest(WireModel):
     succeeded: bool
     duration_s: Annotated[float, Field(ge=0)]
     log: Annotated[str, StringConstraints(max_length=10_000_000)] = ""

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from nats.aio.msg import Msg
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
 from adapters.blob_store import LocalBlobStore
 from adapters.envelope import Metadata, RecordedEvent, events_of, to_domain
@@ -44,24 +44,21 @@ from domain.violations import CATALOGUE_ID, VIOLATIONS
 from handlers.commands import CommandContext, CommandService
 from handlers.consumer import consume, ensure_durable
 from handlers.outcome import CommandOutcome
+from handlers.wire import WireModel
 
 log = logging.getLogger(__name__)
 FILE_TRACKER = "pm-files"
 TRACKER = CommandContext(Metadata(actor="system:files"))
 
 
-class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class CheckHashesRequest(Request):
+class CheckHashesRequest(WireModel):
     hashes: Annotated[
         list[Annotated[str, StringConstraints(min_length=1, max_length=128)]],
         Field(min_length=1, max_length=1000),
     ]
 
 
-class CommentRequest(Request):
+class CommentRequest(WireModel):
     author_kind: AuthorKind
     author: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     text: Text
@@ -69,7 +66,7 @@ class CommentRequest(Request):
     violation_categories: list[CategoryCode] = []
 
 
-class RecommendationRequest(Request):
+class RecommendationRequest(WireModel):
     text: Text
     violation_severity: Severity = "none"
     violation_categories: list[CategoryCode] = []

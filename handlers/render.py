@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AliasChoices, ConfigDict, Field, StringConstraints
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from uuid6 import uuid7
@@ -42,6 +42,7 @@ from domain.scenes import SCENE, RecordSceneAnalysis, SceneAnalysis, SceneHash
 from handlers.commands import CommandContext, CommandService
 from handlers.outcome import CommandOutcome
 from handlers.timers import TIMER
+from handlers.wire import WireModel
 from projections.render import render_frames, render_jobs
 
 LEASE_CANDIDATES = 16
@@ -53,8 +54,8 @@ def load_hardware_configs(path: Path | None = None) -> list[HardwareConfig]:
     return [HardwareConfig.model_validate(item) for item in raw]
 
 
-class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+class Request(WireModel):
+    model_config = ConfigDict(populate_by_name=True)
 
 
 class CreateRenderJobRequest(Request):

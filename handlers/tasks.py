@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import Field, StringConstraints
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from uuid6 import uuid7
@@ -39,16 +39,13 @@ from domain.tasks import (
 )
 from handlers.commands import CommandContext, CommandService
 from handlers.outcome import CommandOutcome
+from handlers.wire import WireModel
 from projections.tasks import tasks
 
 LEASE_CANDIDATES = 16
 
 
-class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SubmitTaskRequest(Request):
+class SubmitTaskRequest(WireModel):
     code: Code
     timeout: TimeoutSeconds = 300
     resources: Resources = Resources()
@@ -58,24 +55,24 @@ class SubmitTaskRequest(Request):
     callback_url: CallbackUrl | None = None
 
 
-class CancelTaskRequest(Request):
+class CancelTaskRequest(WireModel):
     reason: Annotated[str, StringConstraints(max_length=1_000)] = ""
 
 
-class ProgressRequest(Request):
+class ProgressRequest(WireModel):
     node_id: NodeId
     percent: Percent = 0.0
     message: Annotated[str, StringConstraints(max_length=1_000)] = ""
 
 
-class ResultRequest(Request):
+class ResultRequest(WireModel):
     node_id: NodeId
     outcome: Literal["completed", "failed"] = "completed"
     result: ResultText = ""
     error: ResultText | None = Field(default=None, description="required when outcome=failed")
 
 
-class HeartbeatRequest(Request):
+class HeartbeatRequest(WireModel):
     status: Literal["idle", "busy"] | None = None
     resources: NodeResources | None = None
     current_load: NodeLoad | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from api import deploy_agents
 from api import deployments as http
 from domain.deployment_slots import DEPLOYMENT_SLOTS
 from domain.deployments import DEPLOYMENT
@@ -15,7 +16,7 @@ SLICE = Slice(
     name="deployments",
     aggregates=(DEPLOYMENT, DEPLOYMENT_SLOTS),
     projections=(DEPLOYMENTS,),
-    routes=http.ROUTES,
+    routes=(*http.ROUTES, *deploy_agents.ROUTES),
     timers=(lambda rt, now: expire_deployments(rt.commands, rt.sessions, now),),
     process_managers=(lambda rt: start_slot_releaser(rt.store, rt.commands),),
     webhooks=(WebhookSource(DEPLOYMENT, callback_url, deployment_payload),),
