@@ -6,11 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from litestar import Request, Response
+from litestar import Request
 from litestar.di import NamedDependency
 from litestar.params import HeaderParameter, QueryParameter
-from litestar.status_codes import HTTP_202_ACCEPTED
-from pydantic import BaseModel, StringConstraints, TypeAdapter
+from pydantic import StringConstraints, TypeAdapter
 from sqlalchemy import ColumnElement, Row, Select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,7 +20,6 @@ from api.runtime import Runtime
 from domain.access import Policy
 from domain.base import AGGREGATE_ID_PATTERN
 from handlers.commands import CommandContext
-from handlers.outcome import CommandOutcome
 
 SEQ_HEADER = "X-Jetflow-Seq"
 IdempotencyKey = Annotated[
@@ -107,37 +105,14 @@ def owner_for_new(request: Request[Any, Any, Any], requested: str | None = None)
     return caller(request)
 
 
-M = TypeVar("M", bound=BaseModel)
-
-
-def owned_by_caller(request: Request[Any, Any, Any], body: M) -> M:
-    """A create request with its ``owner`` decided by ``owner_for_new``. Only ``api.render``
-    still calls this; it goes once render asks ``owner_for_new`` itself."""
-    requested = getattr(body, "owner", None) if "owner" in body.model_fields_set else None
-    return body.model_copy(update={"owner": owner_for_new(request, requested)})
-
-
-def accepted(outcome: CommandOutcome, **body: Any) -> Response[dict[str, Any]]:
-    """A write's 202 answer as a dict, for the routes that do not answer models yet (render,
-    files, violations); the others answer ``api.answers.Accepted.of``."""
-    return Response(
-        {**body, "seq": outcome.last_seq, "events": list(outcome.events)},
-        status_code=HTTP_202_ACCEPTED,
-        headers={SEQ_HEADER: str(outcome.last_seq)},
-    )
-
-
 async def page_rows(
-    sessions: async_sessionmaker[AsyncSession] | Runtime,
+    sessions: async_sessionmaker[AsyncSession],
     query: Select[Any],
     count: Select[Any],
     page: int,
     page_size: int,
 ) -> tuple[Sequence[Row[Any]], int]:
-    """One page of ``query`` (already ordered) and the total ``count`` says it pages through.
-    A ``Runtime`` is taken until ``api.render`` and ``api.files`` pass their sessions."""
-    if isinstance(sessions, Runtime):
-        sessions = sessions.sessions
+    """One page of ``query`` (already ordered) and the total ``count`` says it pages through."""
     async with sessions() as session:
         rows = (await session.execute(query.limit(page_size).offset((page - 1) * page_size))).all()
         total = int(await session.scalar(count) or 0)

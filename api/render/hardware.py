@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
 from litestar.params import JSONBody
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from api.answers import Answer
 from api.errors import ApiError
@@ -18,6 +18,10 @@ from handlers.wire import WireModel
 
 
 class HardwareNeeds(WireModel):
+    """The seed's render API ignored unknown fields here, so its clients may send them."""
+
+    model_config = ConfigDict(extra="ignore")
+
     ram: Annotated[int, Field(ge=0, le=4096)] | None = None
     gpu_count: Annotated[int, Field(ge=0, le=64)] = 0
 

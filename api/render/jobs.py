@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from litestar import Request, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED
-from pydantic import Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 from sqlalchemy import Row, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -67,6 +67,10 @@ SortBy = Literal["created_at", "priority", "status", "completed_frames", "total_
 
 
 class BatchStatusRequest(WireModel):
+    """The seed's render API ignored unknown fields here, so its clients may send them."""
+
+    model_config = ConfigDict(extra="ignore")
+
     task_ids: Annotated[
         list[Annotated[str, StringConstraints(max_length=128)]], Field(min_length=1, max_length=100)
     ]
