@@ -8,12 +8,13 @@ HTTP.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
-from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field
 
 # Where an aggregate's owner wants its events POSTed (the webhook dispatcher reads it).
 CallbackUrl = AnyHttpUrl
@@ -25,6 +26,24 @@ Instant = AwareDatetime
 MAX_SECONDS = 10 * 365 * 86_400
 Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS)]
 PositiveSeconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no infinities or NaN: the event store would write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("numbers must be finite")
+    if isinstance(value, dict):
+        for item in value.values():
+            _finite(item)
+    elif isinstance(value, list):
+        for item in value:
+            _finite(item)
+    return value
+
+
+# A free-form JSON object in a command (a deployment's config): it must survive the event
+# store's JSON round trip unchanged.
+JsonObject = Annotated[dict[str, Any], AfterValidator(_finite)]
 
 # Aggregate ids become one token of a NATS subject: no dots, spaces or wildcards.
 AGGREGATE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"

@@ -25,6 +25,7 @@ from domain.base import (
     Event,
     Instant,
     Invalid,
+    JsonObject,
     NotFound,
     StateConflict,
 )
@@ -70,7 +71,7 @@ class StartDeployment(Command):
     mode: Mode
     environment: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "dev"
     environment_variables: list[SecretValue] = []
-    config: dict[str, Any] = {}
+    config: JsonObject = {}
     timeout: Annotated[int, Field(gt=0, le=86_400)] = 300
     force_rebuild: bool = False
     skip_health_check: bool = False
