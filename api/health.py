@@ -1,4 +1,8 @@
-"""GET /api/v1/health: is every part of the service working, and how far behind are the reads."""
+"""GET /api/v1/health: is every part of the service working, and how far behind are the reads.
+
+Public, so it says whether NATS works and whether the service authenticates to it, but where
+the server listens only to an admin: the address is no business of an anonymous caller.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,16 @@ import time
 from typing import Any
 
 import psutil
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 from nats.errors import Error as NatsError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.auth import principal_of
 from api.http import PUBLIC
 from api.runtime import Runtime
+from domain.access import Role
 from handlers.projector import consumer_name
 
 VERSION = "0.1.0"
@@ -28,12 +34,22 @@ class HealthController(Controller):
         opt=PUBLIC,
         summary="Health of NATS, the stream, the database and the projections",
     )
-    async def health(self, runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
+    async def health(
+        self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]
+    ) -> Response[dict[str, Any]]:
         components: dict[str, Any] = {}
         healthy = True
         try:
             info = await runtime.store.js.stream_info(runtime.store.stream)
-            components["nats"] = {"status": "healthy", "url": runtime.nats_url}
+            nats: dict[str, Any] = {
+                "status": "healthy",
+                "server": "embedded" if runtime.embedded is not None else "external",
+                "authenticated": runtime.nats_credentials is not None,
+            }
+            principal = principal_of(request)
+            if principal is not None and principal.role is Role.admin:
+                nats["url"] = runtime.nats_url
+            components["nats"] = nats
             components["stream"] = {
                 "status": "healthy",
                 "name": runtime.store.stream,
