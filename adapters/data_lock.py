@@ -57,14 +57,15 @@ class DataDirLock:
         deadline = time.monotonic() + leftover_wait_s
         while not self.try_acquire():
             owner = self.owner()
-            if (owner is not None and psutil.pid_exists(owner)) or time.monotonic() > deadline:
-                raise DataDirInUse(
-                    f"the data folder {self.path.parent} is in use"
-                    + (f" by process {owner}" if owner is not None else "")
-                    + f" (it holds {self.path}): stop that jetflow serve first, or give this one"
-                    " another JETFLOW_DATA_DIR"
-                )
-            await asyncio.sleep(_POLL_S)
+            alive = owner is not None and psutil.pid_exists(owner)
+            if not alive and time.monotonic() < deadline:
+                await asyncio.sleep(_POLL_S)
+                continue
+            holder = f"process {owner}" if alive else "a nats-server its dead owner left running"
+            raise DataDirInUse(
+                f"the data folder {self.path.parent} is in use by {holder} (it holds "
+                f"{self.path}): stop it first, or give this service another JETFLOW_DATA_DIR"
+            )
 
     def owner(self) -> int | None:
         """The pid the current holder wrote, if it is readable."""
