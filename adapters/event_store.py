@@ -64,6 +64,10 @@ class StreamSettings:
             "duplicate_window": int(self.duplicate_window_s * 1e9),
             "allow_direct": True,
             "allow_atomic": True,
+            # The log is append-only for everyone, the service included: no message is ever
+            # deleted (a revocation would disappear) and the stream is never purged.
+            "deny_delete": True,
+            "deny_purge": True,
         }
 
 

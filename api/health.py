@@ -1,6 +1,8 @@
 """GET /api/v1/health: is every part of the service working, and how far behind are the reads.
 
-It takes the whole runtime: reporting on every part of it is its job."""
+Public, so it says whether NATS works and whether the service authenticates to it, but where
+the server listens only to an admin: the address is no business of an anonymous caller.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +10,15 @@ import time
 from typing import Any, Literal
 
 import psutil
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from nats.errors import Error as NatsError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.answers import Answer, Sparse
+from api.auth import principal_of
 from api.http import PUBLIC, Rt
+from domain.access import Role
 from handlers.projector import consumer_name
 
 VERSION = "0.1.0"
@@ -23,6 +27,9 @@ Verdict = Literal["healthy", "unhealthy"]
 
 class NatsHealth(Sparse):
     status: Verdict
+    server: Literal["embedded", "external"] | None = None
+    authenticated: bool | None = None
+    # Where NATS listens is shown to admins only.
     url: str | None = None
     error: str | None = None
 
@@ -78,12 +85,19 @@ class HealthController(Controller):
         opt=PUBLIC,
         summary="Health of NATS, the stream, the database and the projections",
     )
-    async def health(self, runtime: Rt) -> Response[Health]:
+    async def health(self, request: Request[Any, Any, Any], runtime: Rt) -> Response[Health]:
         components: dict[str, Any] = {}
         healthy = True
         try:
             info = await runtime.store.js.stream_info(runtime.store.stream)
-            components["nats"] = NatsHealth(status="healthy", url=runtime.nats_url)
+            principal = principal_of(request)
+            admin = principal is not None and principal.role is Role.admin
+            components["nats"] = NatsHealth(
+                status="healthy",
+                server="embedded" if runtime.embedded is not None else "external",
+                authenticated=runtime.nats_credentials is not None,
+                **({"url": runtime.nats_url} if admin else {}),
+            )
             components["stream"] = StreamHealth(
                 status="healthy",
                 name=runtime.store.stream,

@@ -1,5 +1,5 @@
-"""``cmd.render.<verb>`` on NATS request/reply: the frame reports of render nodes, the busiest
-producers (request and reply format in ``api.nats_replies``)."""
+"""``cmd.render.<verb>.<user>`` on NATS request/reply: the frame reports of render nodes, the
+busiest producers (sender, request and reply format in ``api.nats_replies``)."""
 
 from __future__ import annotations
 
@@ -62,4 +62,4 @@ def subscribe(broker: NatsBroker, runtime: Runtime) -> None:
         return outcome_reply(await fail_frame(commands, ref.job_id, ref.frame, request, ctx))
 
     verbs: dict[str, Handler] = {"lease": lease, "finish": finish, "fail": fail}
-    answer_verbs(broker, "cmd.render", verbs)
+    answer_verbs(broker, "cmd.render", verbs, runtime.nats_users)

@@ -1,5 +1,5 @@
-"""``cmd.task.<verb>`` on NATS request/reply: the task commands for producers that do not speak
-HTTP (request and reply format in ``api.nats_replies``)."""
+"""``cmd.task.<verb>.<user>`` on NATS request/reply: the task commands for producers and workers
+that do not speak HTTP (sender, request and reply format in ``api.nats_replies``)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,10 @@ def subscribe(broker: NatsBroker, runtime: Runtime) -> None:
     lease_grace_s = runtime.settings.lease_grace_s
 
     async def submit(body: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
-        outcome = await submit_task(commands, SubmitTaskRequest.model_validate(body), ctx)
+        request = SubmitTaskRequest.model_validate(body)
+        if ctx.owner_scope is not None:  # a producer's tasks are its own, whatever it wrote
+            request = request.model_copy(update={"owner": ctx.owner_scope})
+        outcome = await submit_task(commands, request, ctx)
         return outcome_reply(outcome, task_id=outcome.aggregate_id, status="pending")
 
     async def cancel(body: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
@@ -79,4 +82,4 @@ def subscribe(broker: NatsBroker, runtime: Runtime) -> None:
         "heartbeat": beat,
         "lease": lease,
     }
-    answer_verbs(broker, "cmd.task", verbs)
+    answer_verbs(broker, "cmd.task", verbs, runtime.nats_users)

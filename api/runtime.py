@@ -2,7 +2,9 @@
 
 ``jetflow serve`` and the tests use the same ``Runtime``, given the catalogue of slices it serves
 (their projections, subjects, process managers and timers are started from it); with no NATS URL
-it brings its own nats-server (embedded default) and stops it again on the way out.
+it brings its own nats-server (embedded default) and stops it again on the way out. The embedded
+server requires nkeys (``adapters.nats_auth``) and holds the data folder's lock with the service;
+on an external server the service authenticates with the seed or creds file of the settings.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from faststream.nats import NatsBroker
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters.blob_store import LocalBlobStore
+from adapters.data_lock import DataDirLock
 from adapters.event_store import JetStreamEventStore, StreamSettings, servers
 from adapters.idempotency import KeyValueIdempotencyRecords
+from adapters.nats_auth import AUTH_DIR_NAME, NatsAuthDir, NatsCredentials, connect
 from adapters.nats_server import EmbeddedNatsServer
 from adapters.secrets import SecretBox
 from adapters.sql import create_engine, default_sqlite_url, session_factory
@@ -41,6 +45,11 @@ class Runtime:
     catalogue: Catalogue
     nats_url: str = ""
     embedded: EmbeddedNatsServer | None = None
+    # What this process connects to NATS with; None only on an external server left open.
+    nats_credentials: NatsCredentials | None = None
+    # The NATS users of this data folder: who sends a ``cmd.*`` request, and in which role.
+    nats_users: NatsAuthDir = field(init=False)
+    data_lock: DataDirLock | None = None
     store: JetStreamEventStore = field(init=False)
     commands: CommandService = field(init=False)
     engine: AsyncEngine = field(init=False)
@@ -62,12 +71,18 @@ class Runtime:
         """Connect the event store and the database, without consuming anything."""
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        self.nats_url = s.nats_url or await self._start_embedded()
-        self.store = await JetStreamEventStore.connect(
-            self.nats_url,
-            self.catalogue.aggregates,
-            StreamSettings(name=s.stream, replicas=s.stream_replicas),
+        self.nats_users = NatsAuthDir(s.data_dir / AUTH_DIR_NAME, s.nats_seed_file)
+        if s.nats_url:
+            self.nats_url = s.nats_url
+            self.nats_credentials = NatsCredentials.configured(s.nats_seed_file, s.nats_creds)
+        else:
+            self.nats_url = await self._start_embedded()
+            self.nats_credentials = self.nats_users.service_credentials()
+        nc = await connect(servers(self.nats_url), self.nats_credentials, "jetflow-event-store")
+        self.store = JetStreamEventStore(
+            nc, self.catalogue.aggregates, StreamSettings(name=s.stream, replicas=s.stream_replicas)
         )
+        await self.store.ensure_stream()
         idempotency = await KeyValueIdempotencyRecords.open(
             self.store.js, f"{s.stream}_idempotency", replicas=s.stream_replicas
         )
@@ -83,8 +98,13 @@ class Runtime:
         """Subscribe command subjects, projectors and process managers, and start the timers."""
         s = self.settings
         # Per-message logs at DEBUG: at INFO they cost more than handling a command.
+        credentials = self.nats_credentials.options() if self.nats_credentials else {}
         broker = self.broker = NatsBroker(
-            servers(self.nats_url), logger=log, log_level=logging.DEBUG, graceful_timeout=10
+            servers(self.nats_url),
+            logger=log,
+            log_level=logging.DEBUG,
+            graceful_timeout=10,
+            **credentials,
         )
         await broker.connect()
         for subscribe in self.catalogue.subjects:
@@ -121,11 +141,22 @@ class Runtime:
         return self.secrets.seal_key_digest()
 
     async def _start_embedded(self) -> str:
+        """Lock the data folder first (``DataDirInUse`` if another service has it), and let the
+        server inherit the lock, so that it stays taken until the server is gone too."""
+        lock = DataDirLock(self.settings.data_dir)
+        await lock.acquire()
+        self.data_lock = lock
         self.embedded = EmbeddedNatsServer(
             store_dir=(self.settings.data_dir / "nats").resolve(),
             port=self.settings.embedded_nats_port,
+            auth=self.nats_users,
+            pass_fds=(lock.fd,),
         )
-        return await self.embedded.start()
+        try:
+            return await self.embedded.start()
+        except BaseException:
+            lock.release()
+            raise
 
     async def stop_background(self) -> None:
         """Stop projectors, process managers and timers (a crash test kills them this way)."""
@@ -152,3 +183,5 @@ class Runtime:
         await self.engine.dispose()
         if self.embedded is not None:
             await self.embedded.stop()
+        if self.data_lock is not None:
+            self.data_lock.release()

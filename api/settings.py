@@ -11,6 +11,10 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+def _path(name: str) -> Path | None:
+    return Path(value) if (value := os.environ.get(name)) else None
+
+
 def _jwt_key() -> str | None:
     """HS256 takes a shared secret; RS256 a PEM public key, inline or from a file."""
     if secret := os.environ.get("JETFLOW_JWT_SECRET"):
@@ -23,6 +27,10 @@ def _jwt_key() -> str | None:
 @dataclass(frozen=True)
 class Settings:
     nats_url: str | None = None
+    # The service's own credentials on an external server (NATS_URL); the embedded server's
+    # are generated into the data folder.
+    nats_seed_file: Path | None = None
+    nats_creds: Path | None = None
     data_dir: Path = Path("data")
     db_url: str | None = None
     stream: str = "JETFLOW"
@@ -58,6 +66,8 @@ class Settings:
     def from_env(cls) -> Settings:
         return cls(
             nats_url=os.environ.get("NATS_URL") or None,
+            nats_seed_file=_path("JETFLOW_NATS_NKEY_SEED_FILE"),
+            nats_creds=_path("JETFLOW_NATS_CREDS"),
             data_dir=Path(_env("JETFLOW_DATA_DIR", "data")),
             db_url=os.environ.get("JETFLOW_DB_URL") or None,
             stream=_env("JETFLOW_STREAM", "JETFLOW"),

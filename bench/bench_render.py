@@ -22,6 +22,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from adapters.envelope import Metadata
+from adapters.nats_auth import NatsRole
 from adapters.nats_server import EmbeddedNatsServer
 from api.runtime import Runtime
 from api.settings import Settings
@@ -41,12 +42,14 @@ async def main(frames: int, node_count: int) -> None:
             runtime = Runtime(Settings(nats_url=server.url, data_dir=root / "data"), CATALOGUE)
             await runtime.start()
             try:
-                await run(runtime, server.url, frames, node_count)
+                seed = root / "render-bench.nk"
+                seed.write_bytes(runtime.nats_users.create("render-bench", NatsRole.worker))
+                await run(runtime, server.url, seed, frames, node_count)
             finally:
                 await runtime.stop()
 
 
-async def run(runtime: Runtime, url: str, frames: int, node_count: int) -> None:
+async def run(runtime: Runtime, url: str, seed: Path, frames: int, node_count: int) -> None:
     command = CreateRenderJob(
         job_id="bench-job", owner="bench", scene_file="bench.ma", render_engine="maya",
         total_frames=frames, test_frames="1", max_frame_retries=2,
@@ -60,7 +63,8 @@ async def run(runtime: Runtime, url: str, frames: int, node_count: int) -> None:
 
     started = time.perf_counter()
     nodes = await asyncio.create_subprocess_exec(
-        JETFLOW, "render-node", "--nats", url, "--count", str(node_count),
+        JETFLOW, "render-node", "--nats", url, "--nats-user", "render-bench",
+        "--nats-seed", str(seed), "--count", str(node_count),
         "--idle-exit", "1.0", "--seed", "1", stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     lags: list[int] = []

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from api.settings import Settings
-from cli import events, keys
+from cli import events, keys, nats_users
 from cli.serve import serve
 from cli.violations import load_violations_file
 
@@ -37,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("replay", help="drop every projection and rebuild it from sequence 1")
     events.add_parser(sub)
     keys.add_parser(sub)
+    nats_users.add_parser(sub)
 
     violations = sub.add_parser(
         "load-violations", help="record the violation catalogue's missing or changed entries"
@@ -56,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     render = sub.add_parser("render-node", help="simulated render nodes that lease frames")
     render.add_argument("--nats", help="NATS URL (cmd.render.*); default NATS_URL")
+    render.add_argument("--nats-user", help="the worker-role NATS user the nodes send as")
+    render.add_argument(
+        "--nats-seed", type=Path, help="that user's seed file (from `jetflow nats-users create`)"
+    )
     render.add_argument("--api", help="use HTTP at this jetflow base URL instead of NATS")
     render.add_argument("--api-key", default=API_KEY_ENV, help="worker-role key for --api")
     render.add_argument("--count", type=int, default=1, help="how many nodes to simulate")
@@ -98,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_render_nodes(args, settings))
     if args.command == "keys":
         return keys.main(args, settings)
+    if args.command == "nats-users":
+        return nats_users.main(args, settings)
     if args.command == "events":
         return events.main(args, settings)
     if args.command == "replay":
@@ -111,15 +118,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _render_nodes(args: argparse.Namespace, settings: Settings) -> int:
-    from clients.render_node import run_nodes
+    from clients.render_node import NatsIdentity, run_nodes
 
     low, _, high = args.frame_time.partition("-")
-    nats_url = None if args.api else (args.nats or settings.nats_url)
-    if not args.api and not nats_url:
-        raise SystemExit("render-node needs --nats, NATS_URL or --api")
+    identity: NatsIdentity | None = None
+    if not args.api:
+        url = args.nats or settings.nats_url
+        if not url:
+            raise SystemExit("render-node needs --nats, NATS_URL or --api")
+        if not args.nats_user or args.nats_seed is None:
+            raise SystemExit("render-node over NATS needs --nats-user and --nats-seed")
+        identity = NatsIdentity(url, args.nats_user, args.nats_seed)
     stats = await run_nodes(
         count=args.count,
-        nats_url=nats_url,
+        nats_identity=identity,
         api=args.api,
         api_key=args.api_key,
         frame_time=(float(low), float(high or low)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -16,12 +17,17 @@ if TYPE_CHECKING:
 
 
 async def serve(settings: Settings, host: str | None, port: int | None) -> int:
+    from adapters.data_lock import DataDirInUse
     from api.app import create_app
     from api.runtime import Runtime
     from slices.catalogue import CATALOGUE
 
     runtime = Runtime(settings, CATALOGUE)
-    await runtime.start()
+    try:
+        await runtime.start()
+    except DataDirInUse as refused:
+        print(f"jetflow serve: {refused}", file=sys.stderr)
+        return 1
     config = uvicorn.Config(
         create_app(runtime),
         host=host or settings.http_host,

@@ -1,6 +1,10 @@
 """``jetflow render-node``: simulated render nodes that lease frames and report them, over NATS
 (``cmd.render.*``, the default) or HTTP, with configurable timing and failure rate.
 
+Over NATS the nodes authenticate as one worker-role NATS user (its nkey seed file): they send to
+``cmd.render.<verb>.<user>`` and take replies on that user's private inbox prefix, the only
+subjects the server lets it use.
+
 It renders nothing: each "frame" is a sleep, and its output hash is the xxh3-128 of a
 deterministic stand-in for the image, so a 10,000-frame job can be driven on one machine.
 """
@@ -12,11 +16,14 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
-import nats
 import xxhash
+from nats.aio.client import Client
 
+from adapters.event_store import servers
+from adapters.nats_auth import NatsCredentials, command_subject, connect, inbox_prefix
 from clients.polling import api_client
 
 
@@ -35,16 +42,32 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class NatsIdentity:
+    """Where the nodes connect and as whom."""
+
+    url: str
+    user: str
+    seed_file: Path
+
+    @property
+    def credentials(self) -> NatsCredentials:
+        return NatsCredentials(seed_file=self.seed_file, inbox_prefix=inbox_prefix(self.user))
+
+
 class NatsTransport:
-    def __init__(self, nc: nats.NATS) -> None:
+    def __init__(self, nc: Client, user: str) -> None:
         self.nc = nc
+        self.user = user
 
     @classmethod
-    async def connect(cls, url: str) -> NatsTransport:
-        return cls(await nats.connect(url, name="jetflow-render-node"))
+    async def connect(cls, identity: NatsIdentity) -> NatsTransport:
+        nc = await connect(servers(identity.url), identity.credentials, "jetflow-render-node")
+        return cls(nc, identity.user)
 
     async def call(self, verb: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        reply = await self.nc.request(f"cmd.render.{verb}", json.dumps(body).encode(), timeout=30)
+        subject = command_subject(f"cmd.render.{verb}", self.user)
+        reply = await self.nc.request(subject, json.dumps(body).encode(), timeout=30)
         answer: dict[str, Any] = json.loads(reply.data)
         if verb == "lease" and answer.get("job_id") is None and "error" not in answer:
             return None
@@ -133,7 +156,7 @@ class SimulatedNode:
 async def run_nodes(
     *,
     count: int,
-    nats_url: str | None,
+    nats_identity: NatsIdentity | None,
     api: str | None,
     api_key: str | None = None,
     frame_time: tuple[float, float],
@@ -144,8 +167,8 @@ async def run_nodes(
 ) -> list[NodeStats]:
     transports: list[Transport] = []
     for _ in range(count):
-        if nats_url:
-            transports.append(await NatsTransport.connect(nats_url))
+        if nats_identity is not None:
+            transports.append(await NatsTransport.connect(nats_identity))
         else:
             assert api is not None
             transports.append(HttpTransport(api, api_key))

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import nats
 import pytest
+from nats.aio.client import Client
 
+from adapters.nats_auth import NatsCredentials, NatsRole, connect, inbox_prefix
 from tests.conftest import Service
 
 
@@ -77,61 +82,135 @@ async def test_a_burst_on_one_task_either_lands_or_answers_409(service: Service)
     assert sorted(r.json()["seq"] for r in landed) == [e.seq for e in history[2:]]
 
 
+@dataclass
+class NatsSender:
+    """One NATS user of the service: it sends to ``cmd.task.<verb>.<user>``.
+
+    The session's nats-server is open, so these tests prove the service's side (the sender read
+    from the subject, its recorded role and owner scope); tests/security proves the server's
+    side on the authenticated embedded default.
+    """
+
+    nc: Client
+    user: str
+
+    async def request(self, verb: str, body: object, **headers: str) -> dict[str, Any]:
+        return await self.raw(verb, json.dumps(body).encode(), **headers)
+
+    async def raw(self, verb: str, data: bytes, **headers: str) -> dict[str, Any]:
+        reply = await self.nc.request(
+            f"cmd.task.{verb}.{self.user}", data, timeout=5, headers=headers or None
+        )
+        return dict(json.loads(reply.data))
+
+
 @pytest.fixture
-async def nc(service: Service) -> nats.NATS:
-    client = await nats.connect(service.runtime.nats_url)
-    yield client
-    await client.close()
+async def nats_as(
+    service: Service, tmp_path: Path
+) -> AsyncIterator[Callable[[str, str], Awaitable[NatsSender]]]:
+    """Senders created the way `jetflow nats-users create` creates them."""
+    clients: list[Client] = []
+
+    async def make(role: str, user: str) -> NatsSender:
+        seed_file = tmp_path / f"{user}.nk"
+        seed_file.write_bytes(service.runtime.nats_users.create(user, NatsRole(role)))
+        credentials = NatsCredentials(seed_file=seed_file, inbox_prefix=inbox_prefix(user))
+        clients.append(await connect([service.runtime.nats_url], credentials, user))
+        return NatsSender(clients[-1], user)
+
+    yield make
+    for client in clients:
+        await client.close()
 
 
-async def request(nc: nats.NATS, verb: str, body: object, **headers: str) -> dict[str, object]:
-    reply = await nc.request(
-        f"cmd.task.{verb}", json.dumps(body).encode(), timeout=5, headers=headers or None
-    )
-    return dict(json.loads(reply.data))
-
-
-async def test_commands_over_nats_request_reply(service: Service, nc: nats.NATS) -> None:
-    submitted = await request(nc, "submit", {"code": "print(2)", "priority": 3})
+async def test_commands_over_nats_request_reply(
+    service: Service, nats_as: Callable[[str, str], Awaitable[NatsSender]]
+) -> None:
+    producer = await nats_as("producer", "ann")
+    node = await nats_as("worker", "farm")
+    submitted = await producer.request("submit", {"code": "print(2)", "priority": 3})
     assert submitted["ok"] is True
     task_id = submitted["task_id"]
     read = await service.http.get(f"/tasks/{task_id}", params={"wait_for_seq": submitted["seq"]})
     assert read.json()["priority"] == 3
+    assert read.json()["owner"] == "ann"
 
-    beat = await request(nc, "heartbeat", {"node_id": "nats-node"})
+    beat = await node.request("heartbeat", {"node_id": "nats-node"})
     assert beat["events"] == ["NodeJoined", "NodeHeartbeat"]
-    lease = await request(nc, "lease", {"node_id": "nats-node"})
+    lease = await node.request("lease", {"node_id": "nats-node"})
     assert lease["task_id"] == task_id
     assert lease["code"] == "print(2)"
-    progress = await request(nc, "progress", {"task_id": task_id, "node_id": "nats-node"})
+    progress = await node.request("progress", {"task_id": task_id, "node_id": "nats-node"})
     assert progress["ok"] is True
-    done = await request(nc, "result", {"task_id": task_id, "node_id": "nats-node", "result": "2"})
+    done = await node.request("result", {"task_id": task_id, "node_id": "nats-node", "result": "2"})
     task = await service.http.get(f"/tasks/{task_id}", params={"wait_for_seq": done["seq"]})
     assert task.json()["status"] == "completed"
-    assert (await request(nc, "lease", {"node_id": "nats-node"}))["status"] == "no_tasks"
+    assert (await node.request("lease", {"node_id": "nats-node"}))["status"] == "no_tasks"
+    history = await service.runtime.store.history("task", task_id)
+    assert [e.actor for e in history] == ["user:ann"] + ["user:farm"] * 3
 
 
-@pytest.mark.shared_stack
-async def test_nats_refusals_use_the_error_envelope(service: Service, nc: nats.NATS) -> None:
+async def test_nats_refusals_use_the_error_envelope(
+    service: Service, nats_as: Callable[[str, str], Awaitable[NatsSender]]
+) -> None:
+    producer = await nats_as("producer", "ann")
     before = await service.runtime.store.last_seq()
-    empty = await request(nc, "submit", {"code": ""})
+    empty = await producer.request("submit", {"code": ""})
     assert empty["error"]["code"] == "validation_error"
     assert empty["error"]["fields"][0]["field"] == "code"
-    unknown = await request(nc, "cancel", {"task_id": "missing"})
+    unknown = await producer.request("cancel", {"task_id": "missing"})
     assert unknown["error"] == {
         "status": 404,
         "code": "task_not_found",
         "message": "Task missing not found",
         "fields": [],
     }
-    malformed = await nc.request("cmd.task.submit", b"{not json", timeout=5)
-    assert json.loads(malformed.data)["error"]["code"] == "malformed_json"
+    malformed = await producer.raw("submit", b"{not json")
+    assert malformed["error"]["code"] == "malformed_json"
     assert await service.runtime.store.last_seq() == before
 
 
-@pytest.mark.shared_stack
-async def test_nats_idempotency_header(service: Service, nc: nats.NATS) -> None:
-    first = await request(nc, "submit", {"code": "x"}, **{"Idempotency-Key": "n-1"})
-    again = await request(nc, "submit", {"code": "x"}, **{"Idempotency-Key": "n-1"})
+async def test_nats_idempotency_header(
+    service: Service, nats_as: Callable[[str, str], Awaitable[NatsSender]]
+) -> None:
+    producer = await nats_as("producer", "ann")
+    first = await producer.request("submit", {"code": "x"}, **{"Idempotency-Key": "n-1"})
+    again = await producer.request("submit", {"code": "x"}, **{"Idempotency-Key": "n-1"})
     assert first["task_id"] == again["task_id"]
     assert first["seq"] == again["seq"]
+
+
+async def test_the_sender_is_the_subjects_user_never_a_header(
+    service: Service, nats_as: Callable[[str, str], Awaitable[NatsSender]]
+) -> None:
+    """A producer owns what it submits and acts only on that; headers name nobody."""
+    alice = await nats_as("producer", "alice")
+    bob = await nats_as("producer", "bob")
+    task = await alice.request("submit", {"code": "x"})
+    forged = await bob.request(
+        "submit", {"code": "y", "owner": "alice"}, **{"Jetflow-Actor": "user:alice"}
+    )
+    cancel = await bob.request(
+        "cancel", {"task_id": task["task_id"]}, **{"Jetflow-Actor": "user:alice"}
+    )
+    assert cancel["error"]["status"] == 404
+    history = await service.runtime.store.history("task", task["task_id"])
+    assert [e.type for e in history] == ["TaskSubmitted"]
+    [bobs] = await service.runtime.store.history("task", forged["task_id"])
+    assert (bobs.payload["owner"], bobs.actor) == ("bob", "user:bob")
+
+
+async def test_a_role_sends_only_its_own_commands(
+    service: Service, nats_as: Callable[[str, str], Awaitable[NatsSender]]
+) -> None:
+    """Checked by the service too, so a server whose permissions are wider refuses as well."""
+    producer = await nats_as("producer", "ann")
+    node = await nats_as("worker", "farm")
+    before = await service.runtime.store.last_seq()
+    leased = await producer.request("lease", {"node_id": "n1"})
+    submitted = await node.request("submit", {"code": "x"})
+    assert leased["error"]["status"] == submitted["error"]["status"] == 403
+    service.runtime.nats_users.revoke("ann")
+    revoked = await producer.request("submit", {"code": "x"})
+    assert revoked["error"]["code"] == "forbidden"
+    assert await service.runtime.store.last_seq() == before

@@ -8,18 +8,25 @@ whether or not a system nats-server is running.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import nats
 import psutil
 import pytest
+from nats.errors import Error as NatsError
 from nats.js.api import StreamConfig
 
+from adapters.data_lock import DataDirInUse, DataDirLock
+from adapters.nats_auth import NatsAuthDir, NatsCredentials, NatsRole, connect, inbox_prefix
 from adapters.nats_server import (
     DEFAULT_CONFIG,
     EmbeddedNatsServer,
+    NatsServerReloadError,
     NatsServerStartError,
     find_nats_server_binary,
+    serving_pid,
+    signal_reload,
 )
 
 
@@ -124,3 +131,60 @@ async def test_start_failure_raises_with_the_log_and_leaves_no_process(tmp_path:
         await server.start(timeout=5)
     assert server.pid is None
     await server.stop()
+
+
+async def test_with_auth_only_listed_nkeys_connect_and_a_reload_applies_a_new_user(
+    tmp_path: Path,
+) -> None:
+    auth = NatsAuthDir(tmp_path / "nats-auth")
+    server = EmbeddedNatsServer(store_dir=tmp_path / "nats", auth=auth)
+    try:
+        await server.start()
+        assert auth.service_seed_file.stat().st_mode & 0o777 == 0o600
+        assert auth.authorization_file.stat().st_mode & 0o777 == 0o600
+        assert b"SU" not in auth.authorization_file.read_bytes()  # public keys only, no seed
+        with pytest.raises(NatsError, match="Authorization Violation"):
+            await nats.connect(server.url, allow_reconnect=False, max_reconnect_attempts=0)
+        service = await connect([server.url], server.credentials, "test", allow_reconnect=False)
+        await service.close()
+
+        seed_file = tmp_path / "w.nk"
+        seed_file.write_bytes(auth.create("w", NatsRole.worker))
+        worker = NatsCredentials(seed_file=seed_file, inbox_prefix=inbox_prefix("w"))
+        with pytest.raises(NatsError, match="Authorization Violation"):
+            await connect([server.url], worker, "test", allow_reconnect=False)
+        assert server.pid is not None and serving_pid(server.store_dir) == server.pid
+        await signal_reload(server.pid, server.log_file)
+        nc = await connect([server.url], worker, "test", allow_reconnect=False)
+        await nc.close()
+    finally:
+        await server.stop()
+
+
+async def test_a_reload_the_server_refuses_is_reported(tmp_path: Path) -> None:
+    auth = NatsAuthDir(tmp_path / "nats-auth")
+    server = EmbeddedNatsServer(store_dir=tmp_path / "nats", auth=auth)
+    try:
+        await server.start()
+        auth.authorization_file.write_text("authorization { users = [ { nkey: not-a-key } ] }\n")
+        assert server.pid is not None
+        with pytest.raises(NatsServerReloadError):
+            await signal_reload(server.pid, server.log_file, timeout=5)
+        assert server.running  # a refused reload keeps the previous users
+    finally:
+        await server.stop()
+
+
+async def test_the_data_folder_lock_refuses_a_second_owner_while_the_first_lives(
+    tmp_path: Path,
+) -> None:
+    first, second = DataDirLock(tmp_path), DataDirLock(tmp_path)
+    await first.acquire()
+    try:
+        assert not second.try_acquire()
+        with pytest.raises(DataDirInUse, match=f"in use by process {os.getpid()}"):
+            await second.acquire(leftover_wait_s=0.2)
+    finally:
+        first.release()
+    assert second.try_acquire()
+    second.release()

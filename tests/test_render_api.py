@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from adapters.nats_auth import NatsRole
 from tests.conftest import Service
 
 JETFLOW = str(Path(sys.executable).parent / "jetflow")
@@ -360,13 +361,15 @@ async def test_scene_analysis_is_cached_by_hash_and_lists_job_assets(service: Se
 
 @pytest.mark.parametrize("transport", ["nats", "http"])
 async def test_simulated_render_nodes_drive_a_job_to_the_end(
-    service: Service, transport: str
+    service: Service, transport: str, tmp_path: Path
 ) -> None:
     created = await create(service, total_frames=200, test_frames="1,100", max_frame_retries=3)
     await job(service, created["id"], created["seq"])
     key = await service.key("worker", "render-farm")
+    seed = tmp_path / "render-farm.nk"
+    seed.write_bytes(service.runtime.nats_users.create("render-farm", NatsRole.worker))
     where = (
-        ["--nats", service.runtime.nats_url]
+        ["--nats", service.runtime.nats_url, "--nats-user", "render-farm", "--nats-seed", str(seed)]
         if transport == "nats"
         else ["--api", service.base_url, "--api-key", key]
     )

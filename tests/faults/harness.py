@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from adapters.event_store import servers
+from adapters.nats_auth import NatsCredentials, connect
 from projections.base import checkpoints
 from slices.catalogue import CATALOGUE
 from tests.conftest import free_port
@@ -342,10 +342,15 @@ class StoredMessage:
     body: dict[str, Any]
 
 
-async def scan_stream(nats_url: str, stream: str, subjects: str = "ev.>") -> list[StoredMessage]:
+async def scan_stream(
+    nats_url: str,
+    stream: str,
+    subjects: str = "ev.>",
+    credentials: NatsCredentials | None = None,
+) -> list[StoredMessage]:
     """Every stored message with its headers, read with batched direct gets (no consumer, so
     the scan changes nothing in the system it inspects)."""
-    nc = await nats.connect(servers(nats_url), name="fault-test-scan")
+    nc = await connect(servers(nats_url), credentials, "fault-test-scan")
     messages: list[StoredMessage] = []
     try:
         start = 1

@@ -17,14 +17,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import nats
 import pytest
 from nats.js.api import ConsumerInfo, StreamInfo
 
 from adapters.event_store import servers
+from adapters.nats_auth import connect
 from handlers.projector import consumer_name
 from projections.tasks import TASKS
-from tests.faults.cluster import ClusterNode, NatsCluster
+from tests.conftest import free_port
+from tests.faults.cluster import (
+    ROUTE_IDENTITY,
+    ClusterNode,
+    NatsCluster,
+    node_config,
+    write_route_certificates,
+)
 from tests.faults.harness import (
     DB_NAME,
     CommandLoad,
@@ -50,8 +57,10 @@ async def _quiet(_: Exception) -> None:
     """The probe's server list names the dead node; failing to reach it is expected."""
 
 
-async def probe(url: str) -> tuple[StreamInfo, ConsumerInfo]:
-    nc = await nats.connect(servers(url), name="fault-test-probe", error_cb=_quiet)
+async def probe(cluster: NatsCluster) -> tuple[StreamInfo, ConsumerInfo]:
+    nc = await connect(
+        servers(cluster.url), cluster.credentials, "fault-test-probe", error_cb=_quiet
+    )
     try:
         js = nc.jetstream(timeout=5)
         return (
@@ -67,11 +76,11 @@ def leaders(stream: StreamInfo, consumer: ConsumerInfo) -> Leaders:
     return str(stream.cluster.leader), str(consumer.cluster.leader)
 
 
-async def until_replicas_current(url: str, timeout: float = 30.0) -> StreamInfo:
+async def until_replicas_current(cluster: NatsCluster, timeout: float = 30.0) -> StreamInfo:
     """Every follower back, current and without lag: the restarted node has caught up."""
     deadline = time.monotonic() + timeout
     while True:
-        info, _ = await probe(url)
+        info, _ = await probe(cluster)
         peers = info.cluster.replicas if info.cluster and info.cluster.replicas else []
         if len(peers) == 2 and all(p.current and not p.offline and not p.lag for p in peers):
             return info
@@ -97,13 +106,15 @@ async def kill_one_node_under_load(
     await cluster.start()
     serve = ServeProcess.for_stream(cluster.url, STREAM, tmp_path / "data")
     serve.env["JETFLOW_STREAM_REPLICAS"] = "3"  # the stream and the idempotency bucket
+    assert cluster.credentials.seed_file is not None
+    serve.env["JETFLOW_NATS_NKEY_SEED_FILE"] = str(cluster.credentials.seed_file)
     try:
         await serve.issue_key()
         await serve.start()
-        stream, consumer = await probe(cluster.url)
+        stream, consumer = await probe(cluster)
         assert stream.config.num_replicas == 3
         assert consumer.cluster is not None and len(consumer.cluster.replicas or []) == 2
-        nc = await nats.connect(servers(cluster.url))
+        nc = await connect(servers(cluster.url), cluster.credentials, "fault-test")
         bucket = await nc.jetstream().stream_info(f"KV_{STREAM}_idempotency")
         await nc.close()
         assert bucket.config.num_replicas == 3
@@ -111,7 +122,7 @@ async def kill_one_node_under_load(
         load = CommandLoad(serve.base_url, serve.api_key, commands, CONCURRENCY, prefix="cluster")
         async with sending(load, deadline_s=150) as clients:
             await load.until_answered(commands // 3)
-            led = leaders(*await probe(cluster.url))
+            led = leaders(*await probe(cluster))
             node = victim(cluster, led)
             await node.kill()
             killed_at, answered = time.monotonic(), load.answered
@@ -128,9 +139,10 @@ async def kill_one_node_under_load(
 
         await serve.caught_up(timeout=catch_up_s)
         assert await serve.stop() == 0, serve.log_tail()
-        info = await until_replicas_current(cluster.url)
+        info = await until_replicas_current(cluster)
         assert info.state.messages == info.state.last_seq
-        once = assert_exactly_once(load, await scan_stream(cluster.url, STREAM))
+        scanned = await scan_stream(cluster.url, STREAM, credentials=cluster.credentials)
+        once = assert_exactly_once(load, scanned)
         assert once.submitted == commands
 
         live = dump_rows(tmp_path / "data" / DB_NAME)
@@ -151,3 +163,39 @@ async def test_kill_9_the_leader_of_the_projection_consumer_under_load(tmp_path:
     await kill_one_node_under_load(
         tmp_path, the_projection_consumer_leader, commands=1500, catch_up_s=20
     )
+
+
+async def test_a_node_without_the_clusters_certificate_cannot_join(tmp_path: Path) -> None:
+    """Routes are mutual TLS: a server with a route certificate of another CA (same subject,
+    same cluster name, and trusting the cluster's CA itself) is turned away by the node it
+    dials, which verifies the certificate the rogue presents."""
+    cluster = NatsCluster(tmp_path / "cluster")
+    await cluster.start()
+    rogue = ClusterNode("jf-rogue", free_port(), free_port(), cluster.root)
+    try:
+        rogue_tls = cluster.root / "rogue-tls"
+        write_route_certificates(rogue_tls, [rogue.name], ROUTE_IDENTITY)
+        (rogue_tls / "ca.pem").write_bytes((cluster.root / "tls" / "ca.pem").read_bytes())
+        first = cluster.nodes[0]
+        store = cluster.root / rogue.name / "jetstream"
+        rogue.config_file.write_text(
+            node_config(
+                rogue.name,
+                rogue.client_port,
+                rogue.route_port,
+                store,
+                [first.route_port],
+                rogue_tls,
+            )
+        )
+        await rogue.start()
+        refused = "TLS route handshake error: tls: failed to verify certificate"
+        for _ in range(100):
+            if refused in first.log_file.read_text():
+                break
+            await asyncio.sleep(0.1)
+        assert refused in first.log_file.read_text(), first.log_file.read_text()[-3000:]
+        await cluster.until_ready(cluster.nodes)  # and the cluster itself serves on
+    finally:
+        await rogue.stop()
+        await cluster.stop()
