@@ -7,25 +7,10 @@ import asyncio
 import pytest
 
 from api.runtime import Runtime
-from domain.tasks import TASK, Resources, TaskProgressed, TaskSubmitted
+from domain.tasks import TASK
 from handlers.ports import ConcurrencyConflict
 from tests.conftest import Service
-
-
-def submitted(task_id: str) -> TaskSubmitted:
-    return TaskSubmitted(
-        task_id=task_id,
-        code="print(1)",
-        timeout=5,
-        resources=Resources(),
-        priority=0,
-        owner="ann",
-        max_attempts=1,
-    )
-
-
-def progressed(task_id: str, percent: float) -> TaskProgressed:
-    return TaskProgressed(task_id=task_id, node_id="n1", percent=percent, message="")
+from tests.task_events import progressed, submitted
 
 
 @pytest.fixture

@@ -16,25 +16,10 @@ from adapters.envelope import Metadata
 from adapters.event_store import JetStreamEventStore, StreamSettings
 from adapters.memory_store import MemoryEventStore
 from adapters.nats_server import EmbeddedNatsServer
-from domain.tasks import TASK, Resources, TaskProgressed, TaskSubmitted
+from domain.tasks import TASK
 from handlers.ports import ConcurrencyConflict, DuplicateAppend, EventStore, EventStoreError
 from slices.catalogue import CATALOGUE
-
-
-def submitted(task_id: str, code: str = "print(1)") -> TaskSubmitted:
-    return TaskSubmitted(
-        task_id=task_id,
-        code=code,
-        timeout=5,
-        resources=Resources(),
-        priority=0,
-        owner="ann",
-        max_attempts=1,
-    )
-
-
-def progressed(task_id: str, percent: float) -> TaskProgressed:
-    return TaskProgressed(task_id=task_id, node_id="n1", percent=percent, message="")
+from tests.task_events import progressed, submitted
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ answer resends from the first answer, and refuse others' aggregates as if they d
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -20,31 +21,22 @@ from domain.tasks import (
     AssignTask,
     CancelTask,
     ReportProgress,
-    Resources,
     SubmitTask,
     TaskAssigned,
     TaskCancelled,
     TaskProgressed,
-    TaskSubmitted,
 )
 from handlers.commands import CommandContext, CommandService, TooManyConflicts
 from handlers.ports import AppendResult, ConcurrencyConflict
 from slices.catalogue import CATALOGUE
+from tests import task_events
 from tests.unit.conftest import Stage
 
 NOW = datetime.now(UTC)
 
 
-def submitted(task_id: str = "t1", owner: str = "ann", max_attempts: int = 2) -> TaskSubmitted:
-    return TaskSubmitted(
-        task_id=task_id,
-        code="print(1)",
-        timeout=60,
-        resources=Resources(),
-        priority=0,
-        owner=owner,
-        max_attempts=max_attempts,
-    )
+# Tasks in these stories may be attempted twice, so a lost lease requeues them.
+submitted = functools.partial(task_events.submitted, max_attempts=2)
 
 
 def assigned(task_id: str = "t1", node: str = "n1", attempt: int = 1) -> TaskAssigned:

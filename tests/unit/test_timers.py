@@ -6,6 +6,7 @@ would, runs one check at a chosen instant and reads what it recorded.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 
 from domain.base import Event
@@ -25,10 +26,11 @@ from domain.files import (
     ReferKeyIssued,
 )
 from domain.nodes import NODE, NodeHeartbeat, NodeJoined
-from domain.tasks import TASK, Resources, TaskAssigned, TaskSubmitted, TaskTimedOut
+from domain.tasks import TASK, TaskAssigned, TaskTimedOut
 from handlers.deployments import ENDED, expire_deployments
 from handlers.process_managers import expire_leases, mark_silent_nodes, requeue_tasks_of
 from handlers.refer_keys import advance_refer_keys
+from tests import task_events
 from tests.unit.conftest import Stage
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -38,16 +40,7 @@ def seconds(n: float) -> datetime:
     return T0 + timedelta(seconds=n)
 
 
-def submitted(task_id: str, max_attempts: int = 2) -> TaskSubmitted:
-    return TaskSubmitted(
-        task_id=task_id,
-        code="print(1)",
-        timeout=60,
-        resources=Resources(),
-        priority=0,
-        owner="ann",
-        max_attempts=max_attempts,
-    )
+submitted = functools.partial(task_events.submitted, max_attempts=2)
 
 
 def assigned(task_id: str, node: str = "n1", attempt: int = 1) -> TaskAssigned:

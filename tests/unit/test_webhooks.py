@@ -19,10 +19,11 @@ import uvicorn
 from adapters.envelope import RecordedEvent
 from domain.base import Aggregate, Event
 from domain.nodes import NODE, NodeJoined
-from domain.tasks import TASK, Resources, TaskCancelled, TaskSubmitted
+from domain.tasks import TASK, TaskCancelled
 from handlers.webhooks import Dispatcher
 from slices.catalogue import CATALOGUE
 from tests.conftest import free_port
+from tests.task_events import submitted
 from tests.unit.conftest import Stage
 
 SECRET = b"webhook-test-secret"
@@ -90,19 +91,6 @@ class HeldMessage:
         self.extensions += 1
 
 
-def submitted(task_id: str, callback_url: str | None) -> TaskSubmitted:
-    return TaskSubmitted(
-        task_id=task_id,
-        code="print('secret sauce')",
-        timeout=60,
-        resources=Resources(),
-        priority=0,
-        owner="ann",
-        max_attempts=1,
-        callback_url=callback_url,
-    )
-
-
 async def deliver(
     stage: Stage,
     aggregate: Aggregate[Any],
@@ -139,7 +127,7 @@ async def test_each_event_is_posted_signed_and_its_delivery_recorded(
 ) -> None:
     receiver, url = await serve()
 
-    [event], _ = await deliver(stage, TASK, "t1", submitted("t1", url))
+    [event], _ = await deliver(stage, TASK, "t1", submitted("t1", callback_url=url))
 
     [call] = receiver.calls
     assert call.headers["x-jetflow-signature"] == (
@@ -168,7 +156,7 @@ async def test_a_failing_receiver_is_retried_with_exponential_backoff(
 ) -> None:
     receiver, url = await serve(500, 503)
 
-    _, held = await deliver(stage, TASK, "t1", submitted("t1", url), backoff_s=0.1)
+    _, held = await deliver(stage, TASK, "t1", submitted("t1", callback_url=url), backoff_s=0.1)
 
     first, second, third = receiver.calls
     assert second.at - first.at >= 0.1
@@ -189,7 +177,7 @@ async def test_a_receiver_that_keeps_failing_is_given_up_and_never_sent_that_eve
 ) -> None:
     receiver, url = await serve(500, 500, 500, 500)
 
-    [event], _ = await deliver(stage, TASK, "t1", submitted("t1", url), max_attempts=3)
+    [event], _ = await deliver(stage, TASK, "t1", submitted("t1", callback_url=url), max_attempts=3)
     # A redelivery of the same event, as after a crash before its acknowledgement.
     dispatcher = Dispatcher(
         stage.commands, SECRET, CATALOGUE.webhook_sources, max_attempts=3, backoff_s=0.01
@@ -210,7 +198,9 @@ async def test_a_receiver_that_keeps_failing_is_given_up_and_never_sent_that_eve
 async def test_an_unreachable_receiver_is_recorded_as_failed_attempts(stage: Stage) -> None:
     url = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
 
-    await deliver(stage, TASK, "t1", submitted("t1", url), max_attempts=2, backoff_s=0.01)
+    await deliver(
+        stage, TASK, "t1", submitted("t1", callback_url=url), max_attempts=2, backoff_s=0.01
+    )
 
     recorded = await attempts(stage, "task-t1")
     assert [(kind, p["status_code"], p["will_retry"]) for kind, p in recorded] == [
@@ -226,7 +216,11 @@ async def test_later_events_of_the_instance_follow_in_stream_order(
     receiver, url = await serve()
 
     recorded, _ = await deliver(
-        stage, TASK, "t1", submitted("t1", url), TaskCancelled(task_id="t1", reason="enough")
+        stage,
+        TASK,
+        "t1",
+        submitted("t1", callback_url=url),
+        TaskCancelled(task_id="t1", reason="enough"),
     )
 
     sent = [json.loads(c.body) for c in receiver.calls]
@@ -239,7 +233,7 @@ async def test_nothing_is_sent_without_a_callback_url_or_for_other_aggregates(
 ) -> None:
     receiver, _ = await serve()
 
-    await deliver(stage, TASK, "quiet", submitted("quiet", None))
+    await deliver(stage, TASK, "quiet", submitted("quiet"))
     await deliver(stage, NODE, "n1", NodeJoined(node_id="n1"))
 
     assert receiver.calls == []
