@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 
 import jwt
@@ -54,17 +55,35 @@ def parse_api_key(token: str) -> PresentedKey | None:
     return PresentedKey(key_id, secret)
 
 
+# A shared HS256 secret shorter than this can be guessed offline from one token (RFC 7518 3.2
+# asks for a key at least as long as the hash output).
+MIN_HS256_SECRET_BYTES = 32
+
+
+def check_jwt_key(algorithm: str, key: str | None) -> None:
+    """Refuse a weak HS256 secret when the service starts, not when the first token arrives."""
+    if algorithm == "HS256" and key is not None and len(key.encode()) < MIN_HS256_SECRET_BYTES:
+        raise ValueError(
+            f"JETFLOW_JWT_SECRET must be at least {MIN_HS256_SECRET_BYTES} bytes for HS256"
+        )
+
+
 @dataclass(frozen=True)
 class JwtVerifier:
-    """Checks signature, expiry and (if configured) audience; answers the claims."""
+    """Checks signature, expiry, lifetime and (if configured) audience; answers the claims.
+
+    A token whose expiry lies further ahead than ``max_lifetime_s`` is refused: a stolen token
+    with ``exp`` in the year 33658 would otherwise never stop working.
+    """
 
     algorithm: str
     key: str
     audience: str | None = None
+    max_lifetime_s: float = 86_400.0
 
     def claims(self, token: str) -> dict[str, object]:
         options = {"require": ["exp", "sub"], "verify_aud": self.audience is not None}
-        return dict(
+        claims = dict(
             jwt.decode(
                 token,
                 self.key,
@@ -73,6 +92,12 @@ class JwtVerifier:
                 options=options,  # type: ignore[arg-type]
             )
         )
+        expires = claims["exp"]
+        if not isinstance(expires, int | float) or expires - time.time() > self.max_lifetime_s:
+            raise jwt.InvalidTokenError(
+                f"the token lives longer than the accepted {self.max_lifetime_s:g} s"
+            )
+        return claims
 
 
 InvalidToken = jwt.InvalidTokenError

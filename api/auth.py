@@ -116,7 +116,12 @@ def _from_jwt(runtime: Runtime, token: str) -> Principal:
     settings = runtime.settings
     if settings.jwt_key is None:
         raise NotAuthorizedException("The credentials are neither an API key nor an accepted JWT")
-    verifier = JwtVerifier(settings.jwt_algorithm, settings.jwt_key, settings.jwt_audience)
+    verifier = JwtVerifier(
+        settings.jwt_algorithm,
+        settings.jwt_key,
+        settings.jwt_audience,
+        max_lifetime_s=settings.jwt_max_lifetime_s,
+    )
     try:
         claims = verifier.claims(token)
         user = _USER.validate_python(claims["sub"])

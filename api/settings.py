@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.credentials import check_jwt_key
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
@@ -55,12 +57,16 @@ class Settings:
     jwt_algorithm: str = "HS256"
     jwt_key: str | None = None
     jwt_audience: str | None = None
+    jwt_max_lifetime_s: float = 86_400.0
     rate_limit_per_minute: int = 600
     refer_rotate_s: float = 90.0
     refer_max_s: float = 600.0
     refer_max_holders: int = 10
     violations_file: Path | None = None
     key_cache_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        check_jwt_key(self.jwt_algorithm, self.jwt_key)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -92,6 +98,7 @@ class Settings:
             jwt_algorithm=_env("JETFLOW_JWT_ALGORITHM", "HS256"),
             jwt_key=_jwt_key(),
             jwt_audience=os.environ.get("JETFLOW_JWT_AUDIENCE") or None,
+            jwt_max_lifetime_s=float(_env("JETFLOW_JWT_MAX_LIFETIME_S", "86400")),
             rate_limit_per_minute=int(_env("JETFLOW_RATE_LIMIT_PER_MINUTE", "600")),
             refer_rotate_s=float(_env("JETFLOW_REFER_ROTATE_S", "90")),
             refer_max_s=float(_env("JETFLOW_REFER_MAX_S", "600")),

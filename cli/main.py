@@ -71,7 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as refused:
+        raise SystemExit(f"jetflow: {refused}") from None
     if args.command == "serve":
         return asyncio.run(serve(settings, args.host, args.port))
     if args.command == "worker":
