@@ -18,6 +18,18 @@ from litestar.response import Stream
 from api.errors import ApiError
 
 CHUNK = 256 * 1024
+# The uploader chose the Content-Type, so a blob is shown inline only when no browser would run
+# it (images, audio, video, PDF, plain text); anything else, text/html and SVG first, is a
+# download. The API's origin must never render an uploaded page.
+_INLINE = re.compile(
+    r"^(image/(png|jpeg|gif|webp|avif|bmp)|audio/[\w.+-]+|video/[\w.+-]+|application/pdf|text/plain)$"
+)
+# Sent with every blob, whatever its type: no sniffing, no scripts, no frames, no plugins.
+_SAFETY = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -80,13 +92,17 @@ def blob_response(
     wanted = parse_range(range_header, size)
     start, end = wanted if wanted is not None else (0, size - 1)
     length = end - start + 1 if size else 0
+    media = (media_type or "application/octet-stream").split(";")[0].strip().lower()
     headers = {
         "Accept-Ranges": "bytes",
         "Content-Length": str(length),
         "ETag": f'"{digest}"',
+        **_SAFETY,
     }
+    disposition = "inline" if _INLINE.match(media) else "attachment"
     if filename:
-        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename, safe='')}"
+        disposition += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    headers["Content-Disposition"] = disposition
     if wanted is not None:
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     return Stream(
