@@ -6,6 +6,9 @@ Projection code is dialect-neutral except for "insert unless present", which bot
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,8 +26,33 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.dml import Insert
 
 
+def default_sqlite_path(data_dir: Path) -> Path:
+    return data_dir / "projections.db"
+
+
 def default_sqlite_url(data_dir: Path) -> str:
-    return f"sqlite+aiosqlite:///{data_dir / 'projections.db'}"
+    return f"sqlite+aiosqlite:///{default_sqlite_path(data_dir)}"
+
+
+def readable_sqlite(path: Path) -> bool:
+    """Whether a SQLite file opens and passes SQLite's own quick check (a missing file does)."""
+    if not path.exists():
+        return True
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return bool(db.execute("PRAGMA quick_check").fetchone() == ("ok",))
+    except sqlite3.DatabaseError:
+        return False
+
+
+def set_aside(path: Path) -> Path:
+    """Move an unreadable database (and its WAL files) out of the way, kept for inspection."""
+    aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+    for suffix in ("", "-wal", "-shm"):
+        part = path.with_name(path.name + suffix)
+        if part.exists():
+            part.rename(aside.with_name(aside.name + suffix))
+    return aside
 
 
 def create_engine(url: str) -> AsyncEngine:

@@ -24,7 +24,13 @@ from adapters.idempotency import KeyValueIdempotencyRecords
 from adapters.nats_auth import AUTH_DIR_NAME, NatsAuthDir, NatsCredentials, connect
 from adapters.nats_server import EmbeddedNatsServer
 from adapters.secrets import SecretBox
-from adapters.sql import create_engine, default_sqlite_url, session_factory
+from adapters.sql import (
+    create_engine,
+    default_sqlite_path,
+    default_sqlite_url,
+    readable_sqlite,
+    session_factory,
+)
 from api.settings import Settings
 from handlers.commands import CommandService
 from handlers.projector import ProjectionProgress, start_projection
@@ -36,6 +42,10 @@ from slices.slice import Catalogue
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 10.0
+
+
+class ProjectionDatabaseUnreadable(RuntimeError):
+    """The read models cannot be opened; they are rebuilt from the events, never repaired."""
 
 
 @dataclass
@@ -70,6 +80,11 @@ class Runtime:
     async def open(self) -> None:
         """Connect the event store and the database, without consuming anything."""
         s = self.settings
+        if s.db_url is None and not readable_sqlite(default_sqlite_path(s.data_dir.resolve())):
+            raise ProjectionDatabaseUnreadable(
+                f"the projection database {default_sqlite_path(s.data_dir.resolve())} is "
+                "unreadable; rebuild it from the event stream with `jetflow replay`"
+            )
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.nats_users = NatsAuthDir(s.data_dir / AUTH_DIR_NAME, s.nats_seed_file)
         if s.nats_url:

@@ -6,6 +6,7 @@ import time
 
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from adapters.sql import default_sqlite_path, readable_sqlite, set_aside
 from api.runtime import Runtime
 from api.settings import Settings
 from handlers.projector import rebuild
@@ -13,6 +14,11 @@ from slices.catalogue import CATALOGUE
 
 
 async def replay_all(settings: Settings) -> int:
+    """Projections are derived data: an unreadable SQLite file is set aside and recreated from
+    nothing, since everything in it comes back from the stream."""
+    database = default_sqlite_path(settings.data_dir.resolve())
+    if settings.db_url is None and not readable_sqlite(database):
+        print(f"{database} is unreadable: set aside as {set_aside(database).name}, rebuilding")
     runtime = Runtime(settings, CATALOGUE)
     await runtime.open()
     columns = (

@@ -19,13 +19,13 @@ if TYPE_CHECKING:
 async def serve(settings: Settings, host: str | None, port: int | None) -> int:
     from adapters.data_lock import DataDirInUse
     from api.app import create_app
-    from api.runtime import Runtime
+    from api.runtime import ProjectionDatabaseUnreadable, Runtime
     from slices.catalogue import CATALOGUE
 
     runtime = Runtime(settings, CATALOGUE)
     try:
         await runtime.start()
-    except DataDirInUse as refused:
+    except (DataDirInUse, ProjectionDatabaseUnreadable) as refused:
         print(f"jetflow serve: {refused}", file=sys.stderr)
         return 1
     config = uvicorn.Config(
