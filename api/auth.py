@@ -51,13 +51,27 @@ class Principal:
         return None if sees_everything(self.role) else self.user
 
 
+# A route's ``opt`` that lets a client pass its credential as ``?token=``: only live feeds,
+# whose browser clients (EventSource, WebSocket) cannot set headers. Anywhere else a URL would
+# carry the secret into histories, proxies and logs.
+QUERY_TOKEN = {"query_token": True}
+
+
 def presented_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     if key := connection.headers.get("X-API-Key"):
         return key
     scheme, _, value = connection.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and value:
         return value.strip()
-    return connection.query_params.get("token")
+    token = connection.query_params.get("token")
+    if token is None:
+        return None
+    handler = connection.scope.get("route_handler")
+    if handler is None or not handler.opt.get("query_token"):
+        raise NotAuthorizedException(
+            "?token= is accepted by live feeds only; send the X-API-Key or Authorization header"
+        )
+    return token
 
 
 class KeyCache:

@@ -25,7 +25,7 @@ from adapters.event_store import JetStreamEventStore
 from adapters.live_feed import FeedClosed, FeedFilter, FeedOverflow, LiveFeed
 from api.auth import principal_of
 from api.dependencies import Live
-from api.http import READ
+from api.http import LIVE_READ
 from domain.access import Role
 from handlers.visibility import OwnedEvents
 
@@ -114,7 +114,7 @@ class EventFeedController(Controller):
 
     @get(
         "/stream",
-        opt=READ,
+        opt=LIVE_READ,
         summary="Live events as Server-Sent Events",
         description=(
             "Each message's id is its stream sequence. Reconnect with `Last-Event-ID` (or "
@@ -148,7 +148,7 @@ class EventFeedController(Controller):
 
         return sse_stream(feed, render)
 
-    @websocket("/ws", opt=READ, name="events_ws")
+    @websocket("/ws", opt=LIVE_READ, name="events_ws")
     async def ws(
         self,
         socket: WebSocket[Any, Any, Any],

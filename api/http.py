@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.envelope import Metadata
 from adapters.sql import as_utc
-from api.auth import principal_of
+from api.auth import QUERY_TOKEN, principal_of
 from api.runtime import Runtime
 from domain.access import Policy
 from domain.base import AGGREGATE_ID_PATTERN
@@ -58,6 +58,8 @@ OPERATE = policy(Policy.operate)
 WORK = policy(Policy.work)
 ADMIN = policy(Policy.admin)
 CONTRIBUTE = policy(Policy.contribute)
+# Live feeds: read access, and the credential may come as ``?token=`` (see ``api.auth``).
+LIVE_READ = {**READ, **QUERY_TOKEN}
 AUTHENTICATED = policy(Policy.authenticated)
 
 

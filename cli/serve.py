@@ -18,10 +18,12 @@ if TYPE_CHECKING:
 
 async def serve(settings: Settings, host: str | None, port: int | None) -> int:
     from adapters.data_lock import DataDirInUse
+    from api import log_redaction
     from api.app import create_app
     from api.runtime import ProjectionDatabaseUnreadable, Runtime
     from slices.catalogue import CATALOGUE
 
+    log_redaction.install()
     runtime = Runtime(settings, CATALOGUE)
     try:
         await runtime.start()

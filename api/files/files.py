@@ -27,7 +27,7 @@ from api.files.views import (
     download_url,
     file_view,
 )
-from api.http import READ, Page, PageSize, page_rows, path_id, scoped, visible
+from api.http import LIVE_READ, READ, Page, PageSize, page_rows, path_id, scoped, visible
 from domain.files import FILE, FileStatus
 from handlers.files import CheckHashesRequest
 from projections.files import CONTENTS, FILES, contents, files
@@ -180,7 +180,7 @@ class FileController(Controller):
 
     @get(
         "/{file_id:str}/events",
-        opt=READ,
+        opt=LIVE_READ,
         summary="Live status and refer keys of one file as Server-Sent Events",
         description=(
             "Events `status`, `refer_key` (with the current `download_url`) and `comment`; each "
