@@ -27,7 +27,17 @@ from api.files.views import (
     download_url,
     file_view,
 )
-from api.http import LIVE_READ, READ, Page, PageSize, page_rows, path_id, scoped, visible
+from api.http import (
+    LIVE_READ,
+    READ,
+    Page,
+    PageSize,
+    owner_scope,
+    page_rows,
+    path_id,
+    scoped,
+    visible,
+)
 from domain.files import FILE, FileStatus
 from handlers.files import CheckHashesRequest
 from projections.files import CONTENTS, FILES, contents, files
@@ -112,17 +122,27 @@ class FileController(Controller):
         opt=READ,
         status_code=200,
         summary="Which contents are stored already",
-        dependencies={"read_after": read_after(CONTENTS)},
+        description=(
+            "A content counts as stored for the caller when one of the caller's own files holds "
+            "it (an admin's: any file). Another user's content is answered as missing, so the "
+            "answer says nothing about what others uploaded; uploading it again still stores "
+            "the bytes once."
+        ),
+        dependencies={"read_after": read_after(CONTENTS, FILES)},
     )
     async def check_hashes(
-        self, read_after: ReadAfter, data: JSONBody[CheckHashesRequest]
+        self,
+        request: Request[Any, Any, Any],
+        read_after: ReadAfter,
+        data: JSONBody[CheckHashesRequest],
     ) -> HashCheck:
         wanted = list(dict.fromkeys(h.lower() for h in data.hashes))
+        query = select(contents).where(contents.c.xxh3.in_(wanted))
+        if (scope := owner_scope(request)) is not None:
+            mine = select(files.c.xxh3).where(files.c.owner == scope, files.c.xxh3.in_(wanted))
+            query = query.where(contents.c.xxh3.in_(mine))
         async with read_after() as session:
-            found = {
-                r.xxh3: r
-                for r in await session.execute(select(contents).where(contents.c.xxh3.in_(wanted)))
-            }
+            found = {r.xxh3: r for r in await session.execute(query)}
         return HashCheck(
             existing=[
                 StoredContent(
