@@ -36,7 +36,7 @@ from api.http import (
     utc,
     visible,
 )
-from domain.tasks import TaskStatus
+from domain.tasks import NodeOffer, TaskStatus
 from handlers.tasks import (
     CancelTaskRequest,
     HeartbeatRequest,
@@ -230,12 +230,14 @@ class TaskController(Controller):
         request: Request[Any, Any, Any],
         runtime: Rt,
         node_id: FromPath[str],
+        data: JSONBody[NodeOffer | None] = None,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any] | None]:
         granted = await lease_next_task(
             runtime.commands,
             runtime.sessions,
             path_id(node_id),
+            data or NodeOffer(),
             command_context(request, idempotency_key),
             lease_grace_s=runtime.settings.lease_grace_s,
         )
