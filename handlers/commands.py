@@ -168,7 +168,7 @@ class CommandService:
         if outcome.decided:
             return outcome.decided
         seqs = range(outcome.first_seq, outcome.last_seq + 1)
-        return tuple(to_domain(aggregate, await self.store.get(seq)) for seq in seqs)
+        return tuple([to_domain(aggregate, await self.store.get(seq)) for seq in seqs])
 
     async def _first_answer(self, scope: str, key: str, seq: int | None) -> CommandOutcome:
         """The stream already holds this command's events: answer as the first delivery did.
