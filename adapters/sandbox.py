@@ -21,6 +21,10 @@ The caps are enforced by the kernel, not asked of the task:
   lack. Further user namespaces are disabled inside;
 - time: the runner kills the sandbox at the timeout; bubblewrap's init dies with its parent and
   takes the whole pid namespace with it.
+
+Deployment steps get less (``OwnProcesses``): they need the machine's files and network to build
+and install, so they only get process namespaces of their own, which is what keeps the deploy
+agent's environment, memory and command line out of their reach.
 """
 
 from __future__ import annotations
@@ -161,35 +165,10 @@ class Bubblewrap:
 
     def check(self, timeout_s: float = 30.0) -> None:
         """Start one sandbox as a task would get it; raise ``SandboxUnavailable`` if it fails."""
-        if not os.access(self.binary, os.X_OK) or os.path.isdir(self.binary):
-            raise SandboxUnavailable(
-                f"the sandbox tool {self.binary!r} was not found (Debian/Ubuntu package "
-                "'bubblewrap'; ./dev installs it)"
-            )
+        _require(self.binary)
         limits = RunLimits(timeout_s=timeout_s, processes=16)
         with self.launch("print('sandbox ok')", limits) as launch:
-            try:
-                ran = subprocess.run(
-                    launch.argv,
-                    env=launch.env,
-                    cwd=launch.cwd,
-                    pass_fds=launch.pass_fds,
-                    user=launch.user,
-                    group=launch.user,
-                    extra_groups=[] if launch.user is not None else None,
-                    capture_output=True,
-                    timeout=timeout_s,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired as slow:
-                raise SandboxUnavailable(
-                    f"a trial sandbox did not finish in {timeout_s} s"
-                ) from slow
-        if ran.returncode != 0 or ran.stdout != b"sandbox ok\n":
-            said = (ran.stderr or ran.stdout).decode(errors="replace").strip()
-            raise SandboxUnavailable(
-                f"{self.binary} cannot run a sandbox here (exit {ran.returncode}): {said}"
-            )
+            _trial(self.binary, launch, timeout_s)
 
     @contextlib.contextmanager
     def launch(self, code: str, limits: RunLimits) -> Iterator[Launch]:
@@ -292,6 +271,86 @@ def _root_links() -> list[str]:
         elif os.path.isdir(path):
             arguments += ["--ro-bind", path, path]
     return arguments
+
+
+def _require(binary: str) -> None:
+    if not os.access(binary, os.X_OK) or os.path.isdir(binary):
+        raise SandboxUnavailable(
+            f"the sandbox tool {binary!r} was not found (Debian/Ubuntu package 'bubblewrap'; "
+            "./dev installs it)"
+        )
+
+
+def _trial(binary: str, launch: Launch, timeout_s: float) -> None:
+    """Run a launch that must print ``sandbox ok``; anything else means the tool cannot run."""
+    try:
+        ran = subprocess.run(
+            launch.argv,
+            env=launch.env,
+            cwd=launch.cwd,
+            pass_fds=launch.pass_fds,
+            user=launch.user,
+            group=launch.user,
+            extra_groups=[] if launch.user is not None else None,
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as slow:
+        raise SandboxUnavailable(f"a trial sandbox did not finish in {timeout_s} s") from slow
+    if ran.returncode != 0 or ran.stdout != b"sandbox ok\n":
+        said = (ran.stderr or ran.stdout).decode(errors="replace").strip()
+        raise SandboxUnavailable(
+            f"{binary} cannot run a sandbox here (exit {ran.returncode}): {said}"
+        )
+
+
+# ---------------------------------------------------------------- deployment steps
+
+
+class OwnProcesses:
+    """Runs a deployment step in pid and ipc namespaces of its own, with a fresh ``/proc``.
+
+    The step sees no process outside its own, so neither the deploy agent's environment (its API
+    key) nor its memory or command line; it keeps the machine's files and network, which building
+    and installing a deployment needs. Orphans die with the namespace.
+    """
+
+    def __init__(self, binary: str = "bwrap") -> None:
+        self.binary = shutil.which(binary) or binary
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        return [
+            self.binary,
+            "--unshare-user",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--die-with-parent",
+            "--new-session",
+            "--bind",
+            "/",
+            "/",
+            "--proc",
+            "/proc",
+            "--dev-bind",
+            "/dev",
+            "/dev",
+            "--",
+            *argv,
+        ]
+
+    def check(self, timeout_s: float = 30.0) -> None:
+        _require(self.binary)
+        argv = self.wrap(["/bin/sh", "-c", "echo sandbox ok"])
+        launch = Launch(argv, dict(TASK_ENVIRONMENT), "/", (), None, lambda: None)
+        _trial(self.binary, launch, timeout_s)
+
+
+class SharedProcesses:
+    """``deploy-agent --unsafe-no-sandbox``: steps run beside the agent and can read it."""
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        return argv
 
 
 # ---------------------------------------------------------------- no sandbox

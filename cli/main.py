@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from api.settings import Settings
-from cli import events, keys, worker
+from cli import events, keys, sandboxing, worker
 from cli.serve import serve
 from cli.violations import load_violations_file
 
@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent.add_argument("--api-key", default=API_KEY_ENV, help="worker-role key (JETFLOW_API_KEY)")
     agent.add_argument("--poll", type=float, default=1.0, help="seconds between empty claims")
     agent.add_argument("--max-deployments", type=int, default=0, help="stop after N (0: never)")
+    sandboxing.add_arguments(agent)
 
     render = sub.add_parser("render-node", help="simulated render nodes that lease frames")
     render.add_argument("--nats", help="NATS URL (cmd.render.*); default NATS_URL")
@@ -66,11 +67,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "worker":
         return worker.main(args)
     if args.command == "deploy-agent":
+        from adapters.sandbox import OwnProcesses, SharedProcesses
         from clients.deploy_agent import DeployAgent, load_plan
 
+        steps = sandboxing.checked(
+            OwnProcesses(args.sandbox_bin), SharedProcesses(), args, "deployment steps"
+        )
+        if steps is None:
+            return 2
         deploy_agent = DeployAgent(
             api=args.api,
             plan=load_plan(Path(args.plan)),
+            steps=steps,
             work_dir=Path(args.work_dir).resolve(),
             agent_id=args.agent_id,
             api_key=args.api_key,

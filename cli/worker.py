@@ -1,8 +1,4 @@
-"""``jetflow worker``: a worker node, its caps (the offer it leases with) and its sandbox.
-
-Without a sandbox that runs, a submitted task could read this process's key and the machine's
-files, so the worker does not start unless told ``--unsafe-no-sandbox``, and then says so loudly.
-"""
+"""``jetflow worker``: a worker node, its caps (the offer it leases with) and its sandbox."""
 
 from __future__ import annotations
 
@@ -11,15 +7,11 @@ import asyncio
 import logging
 import os
 
-from adapters.sandbox import Bubblewrap, Sandbox, SandboxUnavailable, Unconfined
+from adapters.sandbox import Bubblewrap, Unconfined
+from cli import sandboxing
 from clients.worker import NodeCaps, Worker
 
 log = logging.getLogger("jetflow.worker")
-UNSAFE = (
-    "UNSAFE: --unsafe-no-sandbox: submitted code runs WITHOUT A SANDBOX, as this worker's user, "
-    "and can read its environment (API key included), its files and every process it can see, "
-    "and reach the network. Use it only where every task is trusted."
-)
 
 
 def add_parser(
@@ -60,9 +52,12 @@ def add_parser(
 
 
 def main(args: argparse.Namespace) -> int:
-    sandbox = _sandbox(args)
+    bubblewrap = Bubblewrap(args.sandbox_bin, args.task_python)
+    sandbox = sandboxing.checked(bubblewrap, Unconfined(), args, "submitted tasks")
     if sandbox is None:
         return 2
+    if sandbox is bubblewrap and bubblewrap.seccomp is None:
+        log.warning("no seccomp filter for this machine: a task may widen its CPU affinity")
     caps = NodeCaps(
         cpu=args.cpu,
         memory_mb=args.memory_mb,
@@ -82,25 +77,3 @@ def main(args: argparse.Namespace) -> int:
         max_tasks=args.max_tasks,
     )
     return asyncio.run(node.run_until_signalled())
-
-
-def _sandbox(args: argparse.Namespace) -> Sandbox | None:
-    if args.unsafe_no_sandbox:
-        for _ in range(3):  # hard to miss in a scrolling log
-            log.critical(UNSAFE)
-        return Unconfined()
-    bubblewrap = Bubblewrap(args.sandbox_bin, args.task_python)
-    try:
-        bubblewrap.check()
-    except SandboxUnavailable as cannot:
-        log.critical(
-            "refusing to start: %s. Without a sandbox a task could read this worker's key and "
-            "files; install bubblewrap (./dev does), point --sandbox-bin at it, or pass "
-            "--unsafe-no-sandbox to run tasks unisolated.",
-            cannot,
-        )
-        return None
-    if bubblewrap.seccomp is None:
-        log.warning("no seccomp filter for this machine: a task may widen its CPU affinity")
-    log.info("tasks run in %s with %s", bubblewrap.binary, bubblewrap.python)
-    return bubblewrap

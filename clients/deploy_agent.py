@@ -6,9 +6,11 @@ deployment's mode: ``uv`` creates a venv with uv and installs ``config.package``
 where no Docker daemon answers, and the service then fails the deployment. A cancel is honoured
 at the next step boundary; logs are sent with each step's result and kept outside the events.
 
-Steps see an environment built from nothing (``step_environment``): the agent's own, its API key
-included, never reaches them, and the package (a PEP 508 requirement, checked by the service)
-is passed after ``--`` so that no installer can read it as an option.
+Steps see an environment built from nothing (``step_environment``) and run in process namespaces
+of their own (``adapters.sandbox.OwnProcesses``), so the agent's environment, its API key
+included, reaches them neither directly nor through ``/proc``; the package (a PEP 508
+requirement, checked by the service) is passed after ``--`` so that no installer can read it
+as an option.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 import httpx
 
 from adapters.deploy_modes import available_modes, uv_binary
+from adapters.sandbox import OwnProcesses, SharedProcesses
 from clients.polling import PollingClient
 
 log = logging.getLogger("jetflow.deploy_agent")
@@ -85,6 +88,7 @@ class DeployAgent(PollingClient):
         self,
         api: str,
         plan: list[Step],
+        steps: OwnProcesses | SharedProcesses,
         work_dir: Path,
         agent_id: str | None = None,
         *,
@@ -94,6 +98,7 @@ class DeployAgent(PollingClient):
     ) -> None:
         super().__init__(api, api_key, poll_s=poll_s)
         self.plan = plan
+        self.steps = steps
         self.work_dir = work_dir
         self.agent_id = agent_id or f"agent-{socket.gethostname()}-{os.getpid()}".replace(".", "-")
         self.max_deployments = max_deployments
@@ -147,13 +152,12 @@ class DeployAgent(PollingClient):
             if finished.status_code >= 400 or not ok:
                 return
 
-    @staticmethod
     async def _run(
-        step: Step, env: dict[str, str], cwd: Path, budget_s: float
+        self, step: Step, env: dict[str, str], cwd: Path, budget_s: float
     ) -> tuple[bool, float, str]:
         started = time.monotonic()
-        process = await asyncio.create_subprocess_shell(
-            step.run,
+        process = await asyncio.create_subprocess_exec(
+            *self.steps.wrap(["/bin/sh", "-c", step.run]),
             cwd=cwd,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
