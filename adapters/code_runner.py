@@ -1,33 +1,24 @@
-"""Run submitted Python code in a separate, limited process: the worker's sandbox.
+"""Run submitted Python code in a sandbox (``adapters.sandbox``) under a run's caps.
 
-Limits are applied in the child before ``exec`` (address space, CPU seconds, CPU affinity) and the
-wall-clock timeout is enforced by the parent, which kills the child's whole process group so code
-that forks cannot outlive its task. Output is read incrementally and capped, never held whole.
+The wall-clock timeout is enforced here: the child's whole process group is killed, and a
+sandboxed run's pid namespace goes with it, so code that forks cannot outlive its task. Output is
+read incrementally and capped, never held whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
-import resource
 import signal
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
+from adapters.sandbox import RunLimits, Sandbox
+
 TRUNCATED = "\n…[truncated]"
-# CPython needs roughly 30 MiB of address space to start; below this the limit is not applied.
-MEMORY_FLOOR_MB = 64
 
-
-@dataclass(frozen=True)
-class RunLimits:
-    timeout_s: float
-    cpu: float = 1.0
-    memory_mb: int = 512
+__all__ = ["RunLimits", "RunOutcome", "run_python"]
 
 
 @dataclass(frozen=True)
@@ -52,17 +43,6 @@ class RunOutcome:
         return f"exit code {self.exit_code}: {last}" if last else f"exit code {self.exit_code}"
 
 
-def _limit_child(limits: RunLimits) -> None:
-    """Runs in the child between fork and exec; it must not touch the event loop."""
-    memory = max(limits.memory_mb, MEMORY_FLOOR_MB) * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    cpu_seconds = math.ceil(limits.timeout_s) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
-    allowed = sorted(os.sched_getaffinity(0))
-    cores = max(1, min(len(allowed), math.ceil(limits.cpu)))
-    os.sched_setaffinity(0, allowed[:cores])
-
-
 async def _read_capped(stream: asyncio.StreamReader, cap: int) -> str:
     kept = bytearray()
     overflow = False
@@ -75,22 +55,24 @@ async def _read_capped(stream: asyncio.StreamReader, cap: int) -> str:
     return text + TRUNCATED if overflow else text
 
 
-async def run_python(code: str, limits: RunLimits, *, max_output_bytes: int = 65536) -> RunOutcome:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+async def run_python(
+    code: str, limits: RunLimits, sandbox: Sandbox, *, max_output_bytes: int = 65536
+) -> RunOutcome:
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="jetflow-task-") as workdir:
+    with sandbox.launch(code, limits) as launch:
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-I",
-            "-c",
-            code,
-            cwd=workdir,
-            env=env,
+            *launch.argv,
+            cwd=launch.cwd,
+            env=launch.env,
+            pass_fds=launch.pass_fds,
+            user=launch.user,
+            group=launch.user,
+            extra_groups=[] if launch.user is not None else None,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=lambda: _limit_child(limits),
+            preexec_fn=launch.preexec,
         )
         assert process.stdout is not None and process.stderr is not None
         readers = asyncio.gather(

@@ -9,7 +9,7 @@ from faststream.nats import NatsBroker
 from pydantic import BaseModel
 
 from api.nats_replies import Handler, NodeRef, answer_verbs, outcome_reply
-from domain.tasks import TaskId
+from domain.tasks import NodeOffer, TaskId
 from handlers.commands import CommandContext
 from handlers.tasks import (
     CancelTaskRequest,
@@ -66,9 +66,10 @@ def subscribe(broker: NatsBroker, runtime: Runtime) -> None:
         return outcome_reply(await heartbeat(commands, ref.node_id, request, ctx))
 
     async def lease(body: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
-        ref = NodeRef.model_validate(body)
+        ref = NodeRef.model_validate({"node_id": body.pop("node_id", None)})
+        offer = NodeOffer.model_validate(body)
         granted = await lease_next_task(
-            commands, sessions, ref.node_id, ctx, lease_grace_s=lease_grace_s
+            commands, sessions, ref.node_id, offer, ctx, lease_grace_s=lease_grace_s
         )
         if granted is None:
             return {"ok": True, "task_id": None, "status": "no_tasks"}

@@ -60,6 +60,8 @@ class TaskLease(Answer):
     code: str
     timeout: int
     resources: TaskResources
+    # Whether the task asked for network; a node runs it without unless it allows network.
+    network: bool
     attempt: int
     lease_deadline: Instant
     status: Literal["assigned"]

@@ -49,7 +49,7 @@ from api.task_answers import (
     node_view,
     task_view,
 )
-from domain.tasks import TaskStatus
+from domain.tasks import NodeOffer, TaskStatus
 from handlers.tasks import (
     CancelTaskRequest,
     HeartbeatRequest,
@@ -196,12 +196,14 @@ class TaskController(Controller):
         sessions: Sessions,
         settings: AppSettings,
         node_id: FromPath[str],
+        data: JSONBody[NodeOffer | None] = None,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[TaskLease | None]:
         granted = await lease_next_task(
             commands,
             sessions,
             path_id(node_id),
+            data or NodeOffer(),
             command_context(request, idempotency_key),
             lease_grace_s=settings.lease_grace_s,
         )

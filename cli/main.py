@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from api.settings import Settings
-from cli import events, keys, nats_users
+from cli import events, keys, nats_users, sandboxing, worker
 from cli.serve import serve
 from cli.violations import load_violations_file
 
@@ -26,13 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serving.add_argument("--host", help="HTTP host (JETFLOW_HOST, default 127.0.0.1)")
     serving.add_argument("--port", type=int, help="HTTP port (JETFLOW_PORT, default 8000)")
 
-    worker = sub.add_parser("worker", help="lease compute tasks and run them in a sandbox")
-    worker.add_argument("--api", default="http://127.0.0.1:8000", help="jetflow API base URL")
-    worker.add_argument("--node-id", help="node id (default: hostname-pid)")
-    worker.add_argument("--api-key", default=API_KEY_ENV, help="worker-role key (JETFLOW_API_KEY)")
-    worker.add_argument("--poll", type=float, default=1.0, help="seconds between empty leases")
-    worker.add_argument("--heartbeat", type=float, default=5.0, help="seconds between heartbeats")
-    worker.add_argument("--max-tasks", type=int, default=0, help="stop after N tasks (0: never)")
+    worker.add_parser(sub, API_KEY_ENV)
 
     sub.add_parser("replay", help="drop every projection and rebuild it from sequence 1")
     events.add_parser(sub)
@@ -54,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent.add_argument("--api-key", default=API_KEY_ENV, help="worker-role key (JETFLOW_API_KEY)")
     agent.add_argument("--poll", type=float, default=1.0, help="seconds between empty claims")
     agent.add_argument("--max-deployments", type=int, default=0, help="stop after N (0: never)")
+    sandboxing.add_arguments(agent)
 
     render = sub.add_parser("render-node", help="simulated render nodes that lease frames")
     render.add_argument("--nats", help="NATS URL (cmd.render.*); default NATS_URL")
@@ -78,23 +73,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return asyncio.run(serve(settings, args.host, args.port))
     if args.command == "worker":
-        from clients.worker import Worker
-
-        node = Worker(
-            api=args.api,
-            node_id=args.node_id,
-            api_key=args.api_key,
-            poll_s=args.poll,
-            heartbeat_s=args.heartbeat,
-            max_tasks=args.max_tasks,
-        )
-        return asyncio.run(node.run_until_signalled())
+        return worker.main(args)
     if args.command == "deploy-agent":
+        from adapters.sandbox import OwnProcesses, SharedProcesses
         from clients.deploy_agent import DeployAgent, load_plan
 
+        steps = sandboxing.checked(
+            OwnProcesses(args.sandbox_bin), SharedProcesses(), args, "deployment steps"
+        )
+        if steps is None:
+            return 2
         deploy_agent = DeployAgent(
             api=args.api,
             plan=load_plan(Path(args.plan)),
+            steps=steps,
             work_dir=Path(args.work_dir).resolve(),
             agent_id=args.agent_id,
             api_key=args.api_key,

@@ -5,6 +5,12 @@ deployment's mode: ``uv`` creates a venv with uv and installs ``config.package``
 ``fallback`` does the same with ``python -m venv`` and pip; ``docker`` is reported unavailable
 where no Docker daemon answers, and the service then fails the deployment. A cancel is honoured
 at the next step boundary; logs are sent with each step's result and kept outside the events.
+
+Steps see an environment built from nothing (``step_environment``) and run in process namespaces
+of their own (``adapters.sandbox.OwnProcesses``), so the agent's environment, its API key
+included, reaches them neither directly nor through ``/proc``; the package (a PEP 508
+requirement, checked by the service) is passed after ``--`` so that no installer can read it
+as an option.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from typing import Any
 import httpx
 
 from adapters.deploy_modes import available_modes, uv_binary
+from adapters.sandbox import OwnProcesses, SharedProcesses
 from clients.polling import PollingClient
 
 log = logging.getLogger("jetflow.deploy_agent")
 MAX_LOG_BYTES = 1_000_000
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 @dataclass(frozen=True)
@@ -43,15 +51,32 @@ def load_plan(path: Path) -> list[Step]:
     return [Step(name=str(s["name"]), run=str(s["run"])) for s in raw.get("steps", [])]
 
 
+def step_environment(
+    home: Path, venv: Path, deployment_id: str, owner: dict[str, str]
+) -> dict[str, str]:
+    """What a step's process gets: the owner's variables, then the deployment's own settings
+    (which win); nothing of the agent's environment."""
+    return {
+        **owner,
+        "PATH": f"{venv / 'bin'}{os.pathsep}{SYSTEM_PATH}",
+        "HOME": str(home),
+        "TMPDIR": str(home),
+        "LANG": "C.UTF-8",
+        "VIRTUAL_ENV": str(venv),
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "JETFLOW_DEPLOYMENT_ID": deployment_id,
+    }
+
+
 def environment_steps(mode: str, venv: Path, package: str | None) -> list[Step]:
     python = venv / "bin" / "python"
     if mode == "uv":
         uv = shlex.quote(uv_binary() or "uv")
-        install = f"{uv} pip install --python {python} {shlex.quote(package)}" if package else ""
+        install = f"{uv} pip install --python {python} -- {shlex.quote(package)}" if package else ""
         create = f"{uv} venv {shlex.quote(str(venv))}"
     else:
         create = f"{shlex.quote(sys.executable)} -m venv {shlex.quote(str(venv))}"
-        install = f"{python} -m pip install {shlex.quote(package)}" if package else ""
+        install = f"{python} -m pip install -- {shlex.quote(package)}" if package else ""
     return [
         Step("create environment", create),
         Step("install package", install or "echo 'no package to install'"),
@@ -63,6 +88,7 @@ class DeployAgent(PollingClient):
         self,
         api: str,
         plan: list[Step],
+        steps: OwnProcesses | SharedProcesses,
         work_dir: Path,
         agent_id: str | None = None,
         *,
@@ -72,6 +98,7 @@ class DeployAgent(PollingClient):
     ) -> None:
         super().__init__(api, api_key, poll_s=poll_s)
         self.plan = plan
+        self.steps = steps
         self.work_dir = work_dir
         self.agent_id = agent_id or f"agent-{socket.gethostname()}-{os.getpid()}".replace(".", "-")
         self.max_deployments = max_deployments
@@ -99,13 +126,7 @@ class DeployAgent(PollingClient):
         home.mkdir(parents=True, exist_ok=True)
         venv = home / "venv"
         steps = [*environment_steps(job["mode"], venv, job["config"].get("package")), *self.plan]
-        env = {
-            **os.environ,
-            **job["environment_variables"],
-            "VIRTUAL_ENV": str(venv),
-            "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-            "JETFLOW_DEPLOYMENT_ID": deployment_id,
-        }
+        env = step_environment(home, venv, deployment_id, job["environment_variables"])
         deadline = time.monotonic() + job["timeout"]
         base = f"/deployments/{deployment_id}"
         log.info("deployment %s in %s mode, %d steps", deployment_id, job["mode"], len(steps))
@@ -131,13 +152,12 @@ class DeployAgent(PollingClient):
             if finished.status_code >= 400 or not ok:
                 return
 
-    @staticmethod
     async def _run(
-        step: Step, env: dict[str, str], cwd: Path, budget_s: float
+        self, step: Step, env: dict[str, str], cwd: Path, budget_s: float
     ) -> tuple[bool, float, str]:
         started = time.monotonic()
-        process = await asyncio.create_subprocess_shell(
-            step.run,
+        process = await asyncio.create_subprocess_exec(
+            *self.steps.wrap(["/bin/sh", "-c", step.run]),
             cwd=cwd,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,

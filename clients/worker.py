@@ -1,7 +1,9 @@
-"""``jetflow worker``: a real worker node. It leases tasks over HTTP, runs each one in a sandboxed
-subprocess with the task's timeout and resource limits, and reports progress and the result.
+"""``jetflow worker``: a real worker node. It leases tasks over HTTP, runs each one in a sandbox
+(``adapters.sandbox``) under the node's own caps, and reports progress and the result.
 
-jetflow itself never executes submitted code; only processes like this one do.
+jetflow itself never executes submitted code; only processes like this one do. The node states
+its caps in every lease request, so it is never handed a task larger than it runs, and bounds
+each run by them again, whatever the lease answer says.
 """
 
 from __future__ import annotations
@@ -11,29 +13,64 @@ import contextlib
 import logging
 import os
 import socket
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import psutil
 
 from adapters.code_runner import RunLimits, run_python
+from adapters.sandbox import Sandbox
 from clients.polling import PollingClient
 
 log = logging.getLogger("jetflow.worker")
+
+
+@dataclass(frozen=True)
+class NodeCaps:
+    """The most this node grants one task; the task's own request only ever narrows it."""
+
+    cpu: float = float(len(os.sched_getaffinity(0)))
+    memory_mb: int = 1024
+    max_timeout_s: int = 600
+    processes: int = 64
+    allow_network: bool = False
+
+    def offer(self) -> dict[str, Any]:
+        """The lease request's body (``domain.tasks.NodeOffer``)."""
+        return {
+            "cpu": self.cpu,
+            "memory": self.memory_mb,
+            "timeout": self.max_timeout_s,
+            "network": self.allow_network,
+        }
+
+    def limits_for(self, task: dict[str, Any]) -> RunLimits:
+        return RunLimits(
+            timeout_s=min(float(task["timeout"]), self.max_timeout_s),
+            cpu=min(float(task["resources"]["cpu"]), self.cpu),
+            memory_mb=min(int(task["resources"]["memory"]), self.memory_mb),
+            processes=self.processes,
+            network=bool(task["network"]) and self.allow_network,
+        )
 
 
 class Worker(PollingClient):
     def __init__(
         self,
         api: str,
+        sandbox: Sandbox,
         node_id: str | None = None,
         *,
+        caps: NodeCaps | None = None,
         api_key: str | None = None,
         poll_s: float = 1.0,
         heartbeat_s: float = 5.0,
         max_tasks: int = 0,
     ) -> None:
         super().__init__(api, api_key, poll_s=poll_s)
+        self.sandbox = sandbox
+        self.caps = caps or NodeCaps()
         self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}".replace(".", "-")
         self.heartbeat_s = heartbeat_s
         self.max_tasks = max_tasks
@@ -45,7 +82,7 @@ class Worker(PollingClient):
                 while not self.stopping:
                     if self.max_tasks and self.done >= self.max_tasks:
                         return
-                    lease = await http.post(f"/nodes/{self.node_id}/lease")
+                    lease = await http.post(f"/nodes/{self.node_id}/lease", json=self.caps.offer())
                     if lease.status_code == 204:
                         await self.idle()
                         continue
@@ -86,12 +123,7 @@ class Worker(PollingClient):
         if started.status_code >= 400:
             log.warning("task %s no longer ours: %s", task_id, started.text)
             return
-        limits = RunLimits(
-            timeout_s=float(task["timeout"]),
-            cpu=float(task["resources"]["cpu"]),
-            memory_mb=int(task["resources"]["memory"]),
-        )
-        outcome = await run_python(task["code"], limits)
+        outcome = await run_python(task["code"], self.caps.limits_for(task), self.sandbox)
         if outcome.succeeded:
             body = {"node_id": self.node_id, "outcome": "completed", "result": outcome.stdout}
         else:

@@ -16,7 +16,15 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, Field, StringConstraints
+from packaging.requirements import InvalidRequirement, Requirement
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    field_validator,
+)
 
 from domain.base import (
     AGGREGATE_ID_PATTERN,
@@ -56,6 +64,21 @@ TERMINAL = frozenset(
 )
 
 
+def _requirement(value: str) -> str:
+    """A package to install must be a PEP 508 requirement (a name, or ``name @ url``), never
+    something an installer could read as an option (``-r /proc/self/environ``)."""
+    try:
+        return str(Requirement(value))
+    except InvalidRequirement as refused:
+        raise ValueError(f"not a PEP 508 requirement: {refused}") from None
+
+
+PackageRequirement = Annotated[
+    str, StringConstraints(min_length=1, max_length=2_000), AfterValidator(_requirement)
+]
+_PACKAGE: TypeAdapter[str] = TypeAdapter(PackageRequirement)
+
+
 class SecretValue(Command):
     """An environment variable as stored: its name and a ciphertext, never the clear value."""
 
@@ -79,6 +102,13 @@ class StartDeployment(Command):
     metadata: dict[str, str] = {}
     owner: str = "anonymous"
     at: Instant
+
+    @field_validator("config")
+    @classmethod
+    def _package_is_a_requirement(cls, config: dict[str, Any]) -> dict[str, Any]:
+        if config.get("package") is None:
+            return config
+        return {**config, "package": _PACKAGE.validate_python(config["package"])}
 
 
 class ClaimDeployment(Command):

@@ -10,10 +10,10 @@ The life cycle (seed: idle-compute scheduler, modernised)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, Field, StringConstraints
 
@@ -56,11 +56,29 @@ Percent = Annotated[float, Field(ge=0, le=100)]
 ResultText = Annotated[str, StringConstraints(max_length=MAX_RESULT_CHARS)]
 
 
+Cpu = Annotated[float, Field(gt=0, le=256, description="cores")]
+MemoryMiB = Annotated[int, Field(gt=0, le=1_048_576, description="MiB")]
+
+
 class Resources(Command):
     """What a task needs from a node (value object shared by commands and events)."""
 
-    cpu: Annotated[float, Field(gt=0, le=256)] = 1.0
-    memory: Annotated[int, Field(gt=0, le=1_048_576, description="MiB")] = 512
+    cpu: Cpu = 1.0
+    memory: MemoryMiB = 512
+
+
+class NodeOffer(Command):
+    """The largest task a node will run, sent with every lease request.
+
+    The node's own caps, not the submitter's wishes, bound what its sandbox grants; a task that
+    asks for more than the offer is never leased to that node. The defaults are a task's
+    defaults, so a node that states nothing only gets tasks that asked for nothing special.
+    """
+
+    cpu: Cpu = 1.0
+    memory: MemoryMiB = 512
+    timeout: TimeoutSeconds = 300
+    network: bool = Field(default=False, description="whether the node grants network access")
 
 
 class TaskStatus(StrEnum):
@@ -85,16 +103,18 @@ class SubmitTask(Command):
     task_id: TaskId
     code: Code
     timeout: TimeoutSeconds = 300
-    resources: Resources = Resources()
+    resources: Resources = field(default_factory=Resources)
     priority: Priority = 0
     owner: str = "anonymous"
     max_attempts: MaxAttempts = 3
     callback_url: CallbackUrl | None = None
+    network: bool = False
 
 
 class AssignTask(Command):
     task_id: TaskId
     node_id: NodeId
+    offer: NodeOffer
     at: Instant
     lease_grace_s: Seconds = 30.0
 
@@ -144,6 +164,10 @@ class CancelTask(Command):
 
 
 class TaskSubmitted(Event):
+    """v2 added ``network``: whether the task asks for network access (no v1 task did; the
+    upcaster says so for readers of raw payloads, such as the projections)."""
+
+    schema_version: ClassVar[int] = 2
     task_id: str
     code: str
     timeout: int
@@ -152,6 +176,11 @@ class TaskSubmitted(Event):
     owner: str
     max_attempts: int
     callback_url: str | None = None
+    network: bool = False
+
+    @classmethod
+    def upcast_v1(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        return {**payload, "network": False}
 
 
 class TaskAssigned(Event):
@@ -207,6 +236,8 @@ class TaskState:
     owner: str | None = None
     status: TaskStatus = TaskStatus.PENDING
     timeout: int = 0
+    resources: Resources = field(default_factory=Resources)
+    network: bool = False
     max_attempts: int = 1
     attempt: int = 0
     node_id: str | None = None
@@ -229,6 +260,7 @@ def decide(state: TaskState, command: Command) -> list[Event]:
                     owner=command.owner,
                     max_attempts=command.max_attempts,
                     callback_url=str(command.callback_url) if command.callback_url else None,
+                    network=command.network,
                 )
             ]
         case _ if not state.exists:
@@ -238,6 +270,12 @@ def decide(state: TaskState, command: Command) -> list[Event]:
             if state.status is not TaskStatus.PENDING:
                 raise StateConflict(
                     "task_not_pending", f"Task {command.task_id} is {state.status}, not pending"
+                )
+            if beyond := beyond_offer(state, command.offer):
+                raise StateConflict(
+                    "task_exceeds_offer",
+                    f"Task {command.task_id} needs more than node {command.node_id} offers: "
+                    + ", ".join(beyond),
                 )
             deadline = command.at + timedelta(seconds=state.timeout + command.lease_grace_s)
             return [
@@ -310,6 +348,21 @@ def decide(state: TaskState, command: Command) -> list[Event]:
     raise Invalid("unknown_command", f"Tasks do not handle {type(command).__name__}")
 
 
+def beyond_offer(state: TaskState, offer: NodeOffer) -> list[str]:
+    """What the task asks for beyond the offer, one phrase per cap (empty: it fits)."""
+    asked = state.resources
+    beyond: list[str] = []
+    if asked.cpu > offer.cpu:
+        beyond.append(f"cpu {asked.cpu} > {offer.cpu}")
+    if asked.memory > offer.memory:
+        beyond.append(f"memory {asked.memory} MiB > {offer.memory} MiB")
+    if state.timeout > offer.timeout:
+        beyond.append(f"timeout {state.timeout} s > {offer.timeout} s")
+    if state.network and not offer.network:
+        beyond.append("network, which the node does not grant")
+    return beyond
+
+
 def _check_lease(state: TaskState, task_id: str, node_id: str, at: datetime) -> None:
     """Only the node holding a live lease may speak for a task."""
     if state.status not in ACTIVE or state.node_id != node_id:
@@ -327,6 +380,8 @@ def evolve(state: TaskState, event: Event) -> TaskState:
                 owner=event.owner,
                 status=TaskStatus.PENDING,
                 timeout=event.timeout,
+                resources=event.resources,
+                network=event.network,
                 max_attempts=event.max_attempts,
                 callback_url=event.callback_url,
             )

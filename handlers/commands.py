@@ -2,7 +2,7 @@
 
 A concurrency conflict means another writer got in first: the state is reloaded and the command
 decided again, a bounded number of times. A command with an idempotency key answers what its first
-delivery answered, without deciding again.
+delivery from the same sender answered, without deciding again.
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ class CommandService:
     ) -> CommandOutcome:
         ctx = context or CommandContext()
         scope = f"{aggregate.name}.{type(command).__name__}"
-        key = ctx.idempotency_key
+        # A key belongs to its sender: the same key from another caller must not hand that
+        # caller the first sender's answer (a replayed lease would name a task it never won).
+        key = None if ctx.idempotency_key is None else f"{ctx.metadata.actor}:{ctx.idempotency_key}"
         async with self.repository.exclusive(aggregate, aggregate_id):
             for attempt in range(self.max_retries):
                 if key is not None and (known := await self.idempotency.get(scope, key)):

@@ -38,6 +38,7 @@ from domain.deployments import (
     ExpireDeployment,
     FinishStep,
     Mode,
+    PackageRequirement,
     SecretValue,
     StartDeployment,
     StartStep,
@@ -60,6 +61,9 @@ class DeploymentConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     environment_variables: dict[EnvName, Annotated[str, StringConstraints(max_length=8192)]] = {}
+    package: PackageRequirement | None = Field(
+        default=None, description="PEP 508 requirement to install, e.g. 'name>=1' or 'name @ url'"
+    )
 
 
 class StartDeploymentRequest(WireModel):
@@ -122,10 +126,10 @@ async def start_deployment(
     """Reserve a slot, then accept the deployment; give the slot back if acceptance fails."""
     now = _now()
     deployment_id = new_deployment_id(request.mode, now)
-    config = request.config.model_dump()
+    config = request.config.model_dump(exclude_unset=True)
     sealed = [
         SecretValue(name=name, ciphertext=box.seal(value))
-        for name, value in sorted(config.pop("environment_variables").items())
+        for name, value in sorted(config.pop("environment_variables", {}).items())
     ]
     command = StartDeployment(
         deployment_id=deployment_id,

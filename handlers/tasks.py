@@ -26,6 +26,7 @@ from domain.tasks import (
     FailTask,
     MaxAttempts,
     NodeId,
+    NodeOffer,
     Percent,
     Priority,
     ReportProgress,
@@ -43,6 +44,8 @@ from handlers.wire import WireModel
 from projections.tasks import tasks
 
 LEASE_CANDIDATES = 16
+# What a node learns of the task it leased, besides its id.
+LEASED = (tasks.c.code, tasks.c.timeout, tasks.c.cpu, tasks.c.memory, tasks.c.network)
 
 
 class SubmitTaskRequest(WireModel):
@@ -53,6 +56,9 @@ class SubmitTaskRequest(WireModel):
     owner: Annotated[str, StringConstraints(min_length=1, max_length=256)] = "anonymous"
     max_attempts: MaxAttempts = 3
     callback_url: CallbackUrl | None = None
+    network: bool = Field(
+        default=False, description="run with network access (if a node grants it)"
+    )
 
 
 class CancelTaskRequest(WireModel):
@@ -85,6 +91,7 @@ class Lease:
     timeout: int
     cpu: float
     memory: int
+    network: bool
     attempt: int
     lease_deadline: datetime
     outcome: CommandOutcome
@@ -151,39 +158,64 @@ async def lease_next_task(
     commands: CommandService,
     sessions: async_sessionmaker[AsyncSession],
     node_id: NodeId,
+    offer: NodeOffer,
     context: CommandContext,
     *,
     lease_grace_s: float,
 ) -> Lease | None:
-    """Offer the node the most urgent pending task it can win.
+    """Offer the node the most urgent pending task that fits its offer and that it can win.
 
-    The queue projection only proposes candidates; the task aggregate decides, so a stale
-    projection or a faster node costs one refused ``AssignTask`` and the next candidate is tried.
+    The queue projection only proposes candidates (those within the offer, so that larger tasks
+    cannot crowd them out); the task aggregate decides, fit included, so a stale projection or a
+    faster node costs one refused ``AssignTask`` and the next candidate is tried. A resent lease
+    (same idempotency key) answers the task the first one won, never the candidate in hand.
     """
+    fits = [
+        tasks.c.status == TaskStatus.PENDING,
+        tasks.c.cpu <= offer.cpu,
+        tasks.c.memory <= offer.memory,
+        tasks.c.timeout <= offer.timeout,
+    ]
+    if not offer.network:
+        fits.append(tasks.c.network.is_(False))
     async with sessions() as session:
-        candidates = (
-            await session.execute(
-                select(tasks.c.task_id, tasks.c.code, tasks.c.timeout, tasks.c.cpu, tasks.c.memory)
-                .where(tasks.c.status == TaskStatus.PENDING)
-                .order_by(tasks.c.priority.desc(), tasks.c.submitted_at, tasks.c.task_id)
-                .limit(LEASE_CANDIDATES)
-            )
-        ).all()
-    for task_id, code, timeout, cpu, memory in candidates:
+        candidates = {
+            row.task_id: row
+            for row in (
+                await session.execute(
+                    select(tasks.c.task_id, *LEASED)
+                    .where(*fits)
+                    .order_by(tasks.c.priority.desc(), tasks.c.submitted_at, tasks.c.task_id)
+                    .limit(LEASE_CANDIDATES)
+                )
+            ).all()
+        }
+    for task_id in candidates:
         now = _now()
-        command = AssignTask(task_id=task_id, node_id=node_id, at=now, lease_grace_s=lease_grace_s)
+        command = AssignTask(
+            task_id=task_id, node_id=node_id, offer=offer, at=now, lease_grace_s=lease_grace_s
+        )
         try:
             outcome = await commands.execute(TASK, task_id, command, context, at=now)
         except DomainError:
             continue
         [assigned] = await commands.decided_events(TASK, outcome)
         assert isinstance(assigned, TaskAssigned)
+        won = candidates.get(assigned.task_id)
+        if won is None:  # a resend: the task its first delivery won is no longer pending
+            async with sessions() as session:
+                won = (
+                    await session.execute(
+                        select(tasks.c.task_id, *LEASED).where(tasks.c.task_id == assigned.task_id)
+                    )
+                ).one()
         return Lease(
-            task_id=task_id,
-            code=code,
-            timeout=timeout,
-            cpu=cpu,
-            memory=memory,
+            task_id=assigned.task_id,
+            code=won.code,
+            timeout=won.timeout,
+            cpu=won.cpu,
+            memory=won.memory,
+            network=won.network,
             attempt=assigned.attempt,
             lease_deadline=assigned.lease_deadline,
             outcome=outcome,
@@ -199,6 +231,7 @@ def lease_answer(lease: Lease) -> dict[str, Any]:
         "code": lease.code,
         "timeout": lease.timeout,
         "resources": {"cpu": lease.cpu, "memory": lease.memory},
+        "network": lease.network,
         "attempt": lease.attempt,
         "lease_deadline": lease.lease_deadline.isoformat(),
     }

@@ -9,7 +9,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Float, Index, Integer, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.envelope import RecordedEvent
@@ -28,6 +39,7 @@ tasks = Table(
     Column("timeout", Integer, nullable=False),
     Column("cpu", Float, nullable=False),
     Column("memory", Integer, nullable=False),
+    Column("network", Boolean, nullable=False),
     Column("priority", Integer, nullable=False),
     Column("max_attempts", Integer, nullable=False),
     Column("status", String(16), nullable=False),
@@ -84,6 +96,7 @@ def apply_task_event(rows: RowBatch, event: RecordedEvent) -> None:
                     "timeout": p["timeout"],
                     "cpu": p["resources"]["cpu"],
                     "memory": p["resources"]["memory"],
+                    "network": p["network"],
                     "priority": p["priority"],
                     "max_attempts": p["max_attempts"],
                     "status": "pending",

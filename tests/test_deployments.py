@@ -48,6 +48,11 @@ def build_wheel(dest: Path) -> Path:
     return wheel
 
 
+def requirement(wheel: Path) -> str:
+    """The wheel as a PEP 508 direct reference, the form a deployment's package must take."""
+    return f"jetflow_hello @ {wheel.as_uri()}"
+
+
 PLAN = """
 [[steps]]
 name = "check the package"
@@ -130,7 +135,7 @@ async def test_a_deployment_runs_for_real_and_keeps_secrets_out_of_the_log(
         service,
         mode=mode,
         environment="staging",
-        config={"package": str(wheel), "environment_variables": {"DISCORD_TOKEN": SECRET}},
+        config={"package": requirement(wheel), "environment_variables": {"DISCORD_TOKEN": SECRET}},
         metadata={"initiated_by": "user_12345"},
     )
     deployment_id = started["deployment_id"]
@@ -164,7 +169,7 @@ async def test_auto_resolves_to_an_available_mode_and_docker_is_refused(
 ) -> None:
     docker = await start(service, mode="docker")
     config = {
-        "package": str(build_wheel(tmp_path)),
+        "package": requirement(build_wheel(tmp_path)),
         "environment_variables": {"DISCORD_TOKEN": "t"},
     }
     auto = await start(service, mode="auto", config=config)
@@ -317,7 +322,7 @@ async def test_webhooks_are_signed_retried_and_delivered_in_order(
     service = await service_factory(webhook_backoff_s=0.05)
     target, url = receiver
     config = {
-        "package": str(build_wheel(tmp_path)),
+        "package": requirement(build_wheel(tmp_path)),
         "environment_variables": {"DISCORD_TOKEN": "t"},
     }
     started = await start(service, mode="uv", callback_url=url, config=config)

@@ -25,6 +25,7 @@ from domain.tasks import (
     CompleteTask,
     ExpireLease,
     FailTask,
+    NodeOffer,
     ReportProgress,
     RequeueTask,
     Resources,
@@ -49,6 +50,7 @@ SUBMITTED = TaskSubmitted(
     max_attempts=2,
 )
 DEADLINE = T0 + timedelta(seconds=90)
+OFFER = NodeOffer()
 
 
 def assigned(attempt: int = 1, node: str = "n1") -> TaskAssigned:
@@ -81,13 +83,40 @@ def test_bad_submissions_never_become_commands(field: str, value: object) -> Non
 
 
 def test_lease_sets_a_deadline_of_timeout_plus_grace() -> None:
-    events = when([SUBMITTED], AssignTask(task_id="t1", node_id="n1", at=T0, lease_grace_s=30))
+    events = when(
+        [SUBMITTED], AssignTask(task_id="t1", node_id="n1", offer=OFFER, at=T0, lease_grace_s=30)
+    )
     assert events == [assigned()]
+
+
+@pytest.mark.parametrize(
+    ("offer", "beyond"),
+    [
+        (NodeOffer(cpu=0.5), "cpu 1.0 > 0.5"),
+        (NodeOffer(memory=256), "memory 512 MiB > 256 MiB"),
+        (NodeOffer(timeout=30), "timeout 60 s > 30 s"),
+    ],
+)
+def test_a_task_larger_than_the_offer_is_not_leased(offer: NodeOffer, beyond: str) -> None:
+    with pytest.raises(StateConflict) as refused:
+        when([SUBMITTED], AssignTask(task_id="t1", node_id="n1", offer=offer, at=T0))
+    assert refused.value.code == "task_exceeds_offer"
+    assert beyond in str(refused.value)
+
+
+def test_network_is_leased_only_to_a_node_that_grants_it() -> None:
+    asks = SUBMITTED.model_copy(update={"network": True})
+    with pytest.raises(StateConflict) as refused:
+        when([asks], AssignTask(task_id="t1", node_id="n1", offer=OFFER, at=T0))
+    assert refused.value.code == "task_exceeds_offer"
+    granting = NodeOffer(network=True)
+    command = AssignTask(task_id="t1", node_id="n1", offer=granting, at=T0)
+    assert when([asks], command) == [assigned()]
 
 
 def test_only_pending_tasks_can_be_leased() -> None:
     with pytest.raises(StateConflict) as refused:
-        when([SUBMITTED, assigned()], AssignTask(task_id="t1", node_id="n2", at=T0))
+        when([SUBMITTED, assigned()], AssignTask(task_id="t1", node_id="n2", offer=OFFER, at=T0))
     assert refused.value.code == "task_not_pending"
 
 

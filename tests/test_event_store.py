@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from api.runtime import Runtime
-from domain.tasks import TASK
+from domain.tasks import TASK, TaskSubmitted
 from handlers.ports import ConcurrencyConflict
 from tests.conftest import Service
 from tests.task_events import progressed, submitted
@@ -70,7 +70,7 @@ async def test_envelope_carries_metadata(runtime: Runtime) -> None:
     await runtime.store.append("task", "t1", [submitted("t1")], 0, metadata=meta)
     [event] = await runtime.store.history("task", "t1")
     assert (event.actor, event.correlation_id, event.causation_id) == ("ann", "c-1", "cmd-1")
-    assert event.schema_version == 1
+    assert event.schema_version == TaskSubmitted.schema_version  # 2 since tasks ask for network
     assert len(event.event_id) == 36
     assert event.payload["owner"] == "ann"
 

@@ -289,10 +289,10 @@ NOON = EPOCH
 
 
 def test_an_enormous_lease_grace_is_refused_by_the_model() -> None:
-    from domain.tasks import AssignTask
+    from domain.tasks import AssignTask, NodeOffer
 
     with pytest.raises(ValidationError, match="lease_grace_s"):
-        AssignTask(task_id="t", node_id="n", at=NOON, lease_grace_s=2.6e11)
+        AssignTask(task_id="t", node_id="n", offer=NodeOffer(), at=NOON, lease_grace_s=2.6e11)
 
 
 def test_an_enormous_silence_is_refused_by_the_model() -> None:
