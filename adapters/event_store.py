@@ -34,12 +34,19 @@ from adapters.envelope import (
     to_domain,
 )
 from domain.base import Aggregate, AggregateIndex, Event
-from handlers.ports import AppendResult, ConcurrencyConflict, DuplicateAppend, EventStoreError
+from handlers.ports import (
+    AppendResult,
+    ConcurrencyConflict,
+    DuplicateAppend,
+    EventStoreError,
+    EventTooLarge,
+)
 
 S = TypeVar("S")
 
 WRONG_LAST_SEQUENCE = 10071
 BATCH_DUPLICATE_MSG_ID = 10201
+MESSAGE_TOO_LARGE = 10054
 _READ_PAGE = 1000
 
 
@@ -277,4 +284,6 @@ def _translate(err_code: int | None, description: str) -> EventStoreError:
         return ConcurrencyConflict(description)
     if err_code == BATCH_DUPLICATE_MSG_ID:
         return DuplicateAppend(description)
+    if err_code == MESSAGE_TOO_LARGE:
+        return EventTooLarge(description)
     return EventStoreError(f"{err_code}: {description}")

@@ -34,7 +34,13 @@ from adapters.envelope import (
 )
 from adapters.event_store import StreamSettings
 from domain.base import Aggregate, AggregateIndex, Event
-from handlers.ports import AppendResult, ConcurrencyConflict, DuplicateAppend, EventStoreError
+from handlers.ports import (
+    AppendResult,
+    ConcurrencyConflict,
+    DuplicateAppend,
+    EventStoreError,
+    EventTooLarge,
+)
 
 S = TypeVar("S")
 
@@ -123,7 +129,7 @@ class MemoryEventStore:
 
     def _check_size(self, messages: list[tuple[str, bytes]]) -> None:
         if any(len(data) > self.settings.max_msg_size for _, data in messages):
-            raise EventStoreError("message size exceeds maximum allowed")
+            raise EventTooLarge("message size exceeds maximum allowed")
 
     def _check_version(self, aggregate: str, aggregate_id: str, expected: int) -> None:
         actual = self._versions.get((aggregate, aggregate_id), 0)

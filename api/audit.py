@@ -14,12 +14,23 @@ from litestar.params import FromPath, QueryParameter
 from adapters.live_feed import FeedFilter
 from api.answers import Answer, Instant
 from api.dependencies import Store
+from api.errors import ApiError
 from api.events import AggregateId, AggregateName, EventType
-from api.http import ADMIN, path_id
+from api.http import ADMIN, MAX_SEQ, path_id
 from handlers.audit import EventQuery, audit_aggregate, find_events
 
-Seq = Annotated[int | None, QueryParameter(ge=1, required=False)]
-Moment = Annotated[datetime | None, QueryParameter(required=False)]
+Seq = Annotated[int | None, QueryParameter(ge=1, le=MAX_SEQ, required=False)]
+# Times must say their zone: a naive one has no defined order against the events' UTC times.
+Moment = Annotated[
+    datetime | None,
+    QueryParameter(required=False, description="an ISO 8601 time with its zone (Z or ±hh:mm)"),
+]
+
+
+def zoned(name: str, value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ApiError(422, "time_without_zone", f"{name} must carry its time zone (Z or ±hh:mm)")
+    return value
 
 
 class EventView(Answer):
@@ -72,11 +83,15 @@ class AuditController(Controller):
         actor: Annotated[str | None, QueryParameter(max_length=256, required=False)] = None,
         since: Moment = None,
         until: Moment = None,
-        from_seq: Annotated[int, QueryParameter(ge=1)] = 1,
+        from_seq: Annotated[int, QueryParameter(ge=1, le=MAX_SEQ)] = 1,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> EventPage:
         query = EventQuery(
-            FeedFilter(aggregate, aggregate_id, event_type), actor, since, until, from_seq
+            FeedFilter(aggregate, aggregate_id, event_type),
+            actor,
+            zoned("since", since),
+            zoned("until", until),
+            from_seq,
         )
         events = [EventView.model_validate(e) async for e in find_events(store, query, limit)]
         next_seq = events[-1].seq + 1 if len(events) == limit else None
@@ -100,7 +115,7 @@ class AuditController(Controller):
             path_id(aggregate),
             path_id(aggregate_id),
             as_of_seq=as_of_seq,
-            as_of_time=as_of_time,
+            as_of_time=zoned("as_of_time", as_of_time),
         )
         return AggregateHistory.model_validate(audit.as_dict())
 

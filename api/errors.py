@@ -56,6 +56,9 @@ class Refusal(NamedTuple):
 MALFORMED_JSON = ErrorBody(
     status=400, code="malformed_json", message="The request body is not valid JSON"
 )
+TOO_DEEP = ErrorBody(
+    status=400, code="json_too_deep", message="The request body nests deeper than any body needs"
+)
 BROKER_UNAVAILABLE = ErrorBody(
     status=503,
     code="broker_unavailable",
@@ -97,6 +100,8 @@ def refusal(request: Request[Any, Any, Any], exc: Exception) -> Refusal:
             code = http_error_code(exc.status_code)
             body = ErrorBody(status=exc.status_code, code=code, message=str(exc.detail))
             return Refusal(body, exc.headers)
+        case RecursionError():  # a body nested deeper than the decoder's stack
+            return Refusal(TOO_DEEP)
         case NatsError():
             log.warning("%s %s: NATS unavailable: %r", request.method, request.url.path, exc)
             return Refusal(BROKER_UNAVAILABLE, {"Retry-After": "1"})

@@ -25,7 +25,7 @@ from adapters.event_store import JetStreamEventStore
 from adapters.live_feed import FeedClosed, FeedFilter, FeedOverflow, LiveFeed
 from api.auth import principal_of
 from api.dependencies import Live
-from api.http import LIVE_READ
+from api.http import LIVE_READ, MAX_SEQ
 from domain.access import Role
 from handlers.visibility import OwnedEvents
 
@@ -38,7 +38,7 @@ AggregateId = Annotated[str | None, QueryParameter(pattern=TOKEN, required=False
 EventType = Annotated[
     str | None, QueryParameter(name="type", pattern=r"^[A-Za-z0-9_]{1,128}$", required=False)
 ]
-FromSeq = Annotated[int | None, QueryParameter(ge=1, required=False)]
+FromSeq = Annotated[int | None, QueryParameter(ge=1, le=MAX_SEQ, required=False)]
 
 # The seed's compact WebSocket feed of the compute-task slice.
 NAMED: dict[str, str] = {
@@ -132,7 +132,7 @@ class EventFeedController(Controller):
         event_type: EventType = None,
         from_seq: FromSeq = None,
         last_event_id: Annotated[
-            int | None, HeaderParameter(name="Last-Event-ID", ge=0, required=False)
+            int | None, HeaderParameter(name="Last-Event-ID", ge=0, le=MAX_SEQ, required=False)
         ] = None,
     ) -> ServerSentEvent:
         start = last_event_id + 1 if last_event_id is not None else from_seq

@@ -22,6 +22,8 @@ from domain.base import AGGREGATE_ID_PATTERN
 from handlers.commands import CommandContext
 
 SEQ_HEADER = "X-Jetflow-Seq"
+# Stream sequences are unsigned 64-bit on the server and signed 64-bit in SQL.
+MAX_SEQ = 2**63 - 1
 IdempotencyKey = Annotated[
     str | None,
     HeaderParameter(
@@ -36,6 +38,7 @@ WaitForSeq = Annotated[
     QueryParameter(
         name="wait_for_seq",
         ge=1,
+        le=MAX_SEQ,
         required=False,
         description="answer only once the read model has applied this stream sequence",
     ),

@@ -74,7 +74,15 @@ class StartDeploymentRequest(WireModel):
     force_rebuild: bool = False
     skip_health_check: bool = False
     callback_url: AnyHttpUrl | None = None
-    metadata: dict[str, Annotated[str, StringConstraints(max_length=1000)]] = {}
+    # At most 100 entries: the metadata rides in the DeploymentAccepted event, which must stay
+    # far below the event log's message size.
+    metadata: Annotated[
+        dict[
+            Annotated[str, StringConstraints(max_length=100)],
+            Annotated[str, StringConstraints(max_length=1000)],
+        ],
+        Field(max_length=100),
+    ] = {}
 
 
 class ClaimRequest(WireModel):

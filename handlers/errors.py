@@ -6,7 +6,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from domain.base import DomainError, Gone, Invalid, NotFound, StateConflict
-from handlers.ports import ConcurrencyConflict, DuplicateAppend
+from handlers.ports import ConcurrencyConflict, DuplicateAppend, EventTooLarge
 
 
 class FieldError(BaseModel):
@@ -61,6 +61,13 @@ def describe(exc: Exception) -> ErrorBody | None:
                 code="validation_error",
                 message="The request has invalid fields",
                 fields=validation_fields(exc),
+            )
+        case EventTooLarge():
+            return ErrorBody(
+                status=413,
+                code="event_too_large",
+                message="The command's event is larger than the event log takes; "
+                "keep free-form fields (metadata, config) small",
             )
         case DuplicateAppend():
             return ErrorBody(status=409, code="duplicate_in_flight", message=str(exc))

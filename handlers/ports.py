@@ -40,6 +40,10 @@ class ConcurrencyConflict(EventStoreError):
     """Another writer appended to the aggregate since its state was loaded."""
 
 
+class EventTooLarge(EventStoreError):
+    """An event is larger than the store takes in one message: big bytes go to the blob store."""
+
+
 class DuplicateAppend(EventStoreError):
     """The idempotency key was used before; the first append stands."""
 

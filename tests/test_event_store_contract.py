@@ -16,7 +16,7 @@ from adapters.envelope import Metadata
 from adapters.event_store import JetStreamEventStore, StreamSettings
 from adapters.memory_store import MemoryEventStore
 from adapters.nats_server import EmbeddedNatsServer
-from domain.tasks import TASK
+from domain.tasks import TASK, TaskSubmitted
 from handlers.ports import ConcurrencyConflict, DuplicateAppend, EventStore, EventStoreError
 from slices.catalogue import CATALOGUE
 from tests.task_events import progressed, submitted
@@ -62,7 +62,7 @@ async def test_events_get_one_global_sequence_and_come_back_as_recorded(
     assert (first.seq, first.type, first.aggregate_id) == (1, "TaskSubmitted", "a")
     assert (first.actor, first.correlation_id, first.causation_id) == ("ann", "c-1", "cmd-1")
     assert first.payload["owner"] == "ann"
-    assert first.schema_version == 1
+    assert first.schema_version == TaskSubmitted.schema_version
     assert (await store.get(3)).type == "TaskProgressed"
     assert [e.seq for e in await store.read_subject("ev.task.>", from_seq=2)] == [2, 3]
 

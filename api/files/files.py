@@ -29,6 +29,7 @@ from api.files.views import (
 )
 from api.http import (
     LIVE_READ,
+    MAX_SEQ,
     READ,
     Page,
     PageSize,
@@ -215,7 +216,7 @@ class FileController(Controller):
         live: Live,
         file_id: FromPath[str],
         last_event_id: Annotated[
-            int | None, HeaderParameter(name="Last-Event-ID", ge=0, required=False)
+            int | None, HeaderParameter(name="Last-Event-ID", ge=0, le=MAX_SEQ, required=False)
         ] = None,
     ) -> ServerSentEvent:
         state, version = await aggregates.load(FILE, path_id(file_id))

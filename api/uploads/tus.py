@@ -107,7 +107,9 @@ def int_header(request: Request[Any, Any, Any], name: str) -> int | None:
     raw = request.headers.get(name)
     if raw is None:
         return None
-    if not raw.isdigit():
+    # ASCII digits only ("²".isdigit() is true and int() refuses it) and at most 19 of them,
+    # so the value fits the 64-bit integers of the event store and the database.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
         raise bad_header(f"{name} must be a non-negative integer")
     return int(raw)
 
