@@ -16,6 +16,7 @@ from faststream.nats import NatsBroker
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters.blob_store import LocalBlobStore
+from adapters.egress_policy import EgressPolicy
 from adapters.event_store import EventStore, StreamSettings, servers
 from adapters.idempotency import IdempotencyRecords
 from adapters.nats_server import EmbeddedNatsServer
@@ -48,6 +49,8 @@ class Runtime:
     frames: FrameScheduler = field(init=False)
     secrets: SecretBox = field(init=False)
     blobs: LocalBlobStore = field(init=False)
+    # Where outbound calls may go: checked on callback URLs and on every webhook connection.
+    egress: EgressPolicy = field(init=False)
     broker: NatsBroker | None = None
     progress: ProjectionProgress = field(default_factory=ProjectionProgress)
     # Set when shutdown begins, so live subscriptions end instead of holding the server open.
@@ -62,6 +65,7 @@ class Runtime:
         """Connect the event store and the database, without consuming anything."""
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.egress = EgressPolicy.parse(s.webhook_allow)
         self.nats_url = s.nats_url or await self._start_embedded()
         self.store = await EventStore.connect(
             self.nats_url,
@@ -71,7 +75,7 @@ class Runtime:
         idempotency = await IdempotencyRecords.open(
             self.store.js, f"{s.stream}_idempotency", replicas=s.stream_replicas
         )
-        self.commands = CommandService(self.store, idempotency)
+        self.commands = CommandService(self.store, idempotency, egress=self.egress)
         self.engine = create_engine(s.db_url or default_sqlite_url(s.data_dir.resolve()))
         self.sessions = session_factory(self.engine)
         self.frames = FrameScheduler(self.sessions)

@@ -144,6 +144,7 @@ async def start_deployment(
         owner=owner,
         at=now,
     )
+    commands.check_callback(command)  # before taking a slot for a deployment that would be refused
     reserve = ReserveSlot(deployment_id=deployment_id, limit=limit)
     await commands.execute(DEPLOYMENT_SLOTS, SLOTS_ID, reserve, context)
     try:
