@@ -136,6 +136,7 @@ class DeploymentController(Controller):
             data,
             command_context(request, idempotency_key),
             limit=runtime.settings.max_concurrent_deployments,
+            per_user_limit=runtime.settings.max_deployments_per_user,
             owner=caller(request),
         )
         deployment_id = outcome.aggregate_id
