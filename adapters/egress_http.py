@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 
 import httpcore
@@ -32,6 +33,8 @@ class EgressRefused(Exception):
 
 async def resolve(host: str, port: int) -> list[IPAddress]:
     """Every address the system resolver gives for ``host``, in its order of preference."""
+    if (literal := literal_address(host)) is not None:
+        return [literal]  # what the resolver would answer, without its thread
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     addresses: list[IPAddress] = []
     for *_, sockaddr in infos:
@@ -90,14 +93,19 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
 class GuardedTransport(httpx.AsyncHTTPTransport):
     def __init__(
-        self, policy: EgressPolicy, *, limits: httpx.Limits, resolver: Resolver = resolve
+        self,
+        policy: EgressPolicy,
+        *,
+        limits: httpx.Limits,
+        tls: ssl.SSLContext,
+        resolver: Resolver = resolve,
     ) -> None:
-        super().__init__(trust_env=False, limits=limits)
+        super().__init__(verify=tls, trust_env=False, limits=limits)
         # httpx 0.28 cannot hand its connection pool a network backend (encode/httpx discussion
         # 3180, pull request 3749), so the pool it built above is replaced by the same pool
         # (no proxy: a proxy would be the only address checked) on the guarded backend.
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=tls,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -105,11 +113,17 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         )
 
 
+def tls_context() -> ssl.SSLContext:
+    """Certificate checks against certifi's roots; made once and shared, as loading them is slow."""
+    return httpx.create_ssl_context(trust_env=False)
+
+
 def guarded_client(
     policy: EgressPolicy,
     *,
     timeout_s: float,
     max_connections: int,
+    tls: ssl.SSLContext | None = None,
     resolver: Resolver = resolve,
 ) -> httpx.AsyncClient:
     """A client for untrusted URLs: guarded connections, no proxies from the environment, and no
@@ -117,8 +131,9 @@ def guarded_client(
     limits = httpx.Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
+    transport = GuardedTransport(policy, limits=limits, tls=tls or tls_context(), resolver=resolver)
     return httpx.AsyncClient(
-        transport=GuardedTransport(policy, limits=limits, resolver=resolver),
+        transport=transport,
         timeout=httpx.Timeout(timeout_s),
         follow_redirects=False,
         trust_env=False,

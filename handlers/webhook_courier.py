@@ -47,13 +47,12 @@ class Attempt:
 class Courier:
     commands: CommandService
     notify: Notify
-    http: httpx.AsyncClient
     permits: asyncio.Semaphore
     max_attempts: int
     backoff_s: float
     timeout_s: float
 
-    async def deliver_next(self, webhook_id: str) -> bool:
+    async def deliver_next(self, webhook_id: str, http: httpx.AsyncClient) -> bool:
         """Settle the oldest event due of ``webhook_id``; answer whether more may be due."""
         # The intake and this lane record everything of the instance in this process, so its
         # cached state is current; were it behind another process, recording the attempt would
@@ -72,7 +71,7 @@ class Courier:
             if notification is None:
                 outcome = Attempt(None, "no notification for this event", retry=False)
             else:
-                outcome = await self.post(url, notification)
+                outcome = await self.post(http, url, notification)
             will_retry = outcome.retry and attempt < self.max_attempts
             if not await self._record(webhook_id, url, event, attempt, outcome, will_retry):
                 return True  # someone else settled it: look at what is due now
@@ -80,11 +79,11 @@ class Courier:
                 return True
             await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
 
-    async def post(self, url: str, notification: Notification) -> Attempt:
+    async def post(self, http: httpx.AsyncClient, url: str, notification: Notification) -> Attempt:
         async with self.permits:
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    status = await self._exchange(url, notification)
+                    status = await _exchange(http, url, notification)
             except EgressRefused as refused:
                 return Attempt(None, str(refused), retry=False)
             except (TimeoutError, httpx.TimeoutException):
@@ -95,16 +94,6 @@ class Courier:
         if 200 <= status < 300:
             return Attempt(status, None, retry=False)
         return Attempt(status, f"HTTP {status}", retry=True)
-
-    async def _exchange(self, url: str, notification: Notification) -> int:
-        content, headers = notification.body, notification.headers
-        async with self.http.stream("POST", url, content=content, headers=headers) as answer:
-            read = 0
-            async for chunk in answer.aiter_raw():
-                read += len(chunk)
-                if read > MAX_ANSWER_BYTES:
-                    break
-            return answer.status_code
 
     async def _record(
         self,
@@ -133,3 +122,14 @@ class Courier:
             log.info("webhook attempt not recorded: %s", refused.message)
             return False
         return True
+
+
+async def _exchange(http: httpx.AsyncClient, url: str, notification: Notification) -> int:
+    content, headers = notification.body, notification.headers
+    async with http.stream("POST", url, content=content, headers=headers) as answer:
+        read = 0
+        async for chunk in answer.aiter_raw():
+            read += len(chunk)
+            if read > MAX_ANSWER_BYTES:
+                break
+        return answer.status_code

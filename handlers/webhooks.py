@@ -27,6 +27,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -34,7 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.egress_http import guarded_client
+from adapters.egress_http import guarded_client, tls_context
 from adapters.egress_policy import EgressPolicy
 from adapters.envelope import ALL_EVENTS, Metadata, RecordedEvent
 from adapters.event_store import EventStore
@@ -186,26 +187,26 @@ async def start_dispatcher(store: EventStore, dispatcher: Dispatcher) -> asyncio
     d = dispatcher
 
     async def run() -> None:
-        http = guarded_client(d.egress, timeout_s=d.timeout_s, max_connections=d.concurrency)
-        async with http:
-            courier = Courier(
-                d.commands,
-                d.notification,
-                http,
-                asyncio.Semaphore(d.concurrency),
-                max_attempts=d.max_attempts,
-                backoff_s=d.backoff_s,
-                timeout_s=d.timeout_s,
-            )
-            lanes = Lanes(courier.deliver_next)
-            intake = Intake(d, lanes, store.decode)
-            try:
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(
-                        consume(store.js, store.stream, DISPATCHER, intake.handle, batch_size=BATCH)
-                    )
-                    group.create_task(sweep(d.sessions, lanes))
-            finally:
-                await lanes.close()
+        courier = Courier(
+            d.commands,
+            d.notification,
+            asyncio.Semaphore(d.concurrency),
+            max_attempts=d.max_attempts,
+            backoff_s=d.backoff_s,
+            timeout_s=d.timeout_s,
+        )
+        connect = partial(
+            guarded_client, d.egress, timeout_s=d.timeout_s, max_connections=1, tls=tls_context()
+        )
+        lanes = Lanes(courier.deliver_next, connect)
+        intake = Intake(d, lanes, store.decode)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(
+                    consume(store.js, store.stream, DISPATCHER, intake.handle, batch_size=BATCH)
+                )
+                group.create_task(sweep(d.sessions, lanes))
+        finally:
+            await lanes.close()
 
     return asyncio.create_task(run(), name=DISPATCHER)
