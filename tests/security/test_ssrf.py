@@ -111,6 +111,7 @@ async def test_callback_urls_showing_internal_targets_are_refused_when_created(
         render = await create_with_callback(unguarded, "/render-jobs", url)
         assert render.status_code == 400, (url, render.text)
         assert render.json()["code"] == 1002  # the seed's "field format error"
+        assert render.json()["error"]["code"] == "callback_url_refused"
     assert await unguarded.runtime.store.last_seq() == before, "a refused command left events"
     await asyncio.sleep(0.5)
     assert receiver.connections == 0
