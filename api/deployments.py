@@ -100,6 +100,7 @@ class DeploymentController(Controller):
             data,
             command_context(request, idempotency_key),
             limit=settings.max_concurrent_deployments,
+            per_user_limit=settings.max_deployments_per_user,
             owner=owner_for_new(request),
         )
         deployment_id = outcome.aggregate_id

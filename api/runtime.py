@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters.blob_store import LocalBlobStore
 from adapters.data_lock import DataDirLock
+from adapters.egress_policy import EgressPolicy
 from adapters.event_store import JetStreamEventStore, StreamSettings, servers
 from adapters.idempotency import KeyValueIdempotencyRecords
 from adapters.nats_auth import AUTH_DIR_NAME, NatsAuthDir, NatsCredentials, connect
@@ -67,6 +68,8 @@ class Runtime:
     frames: FrameScheduler = field(init=False)
     secrets: SecretBox = field(init=False)
     blobs: LocalBlobStore = field(init=False)
+    # Where outbound calls may go: checked on callback URLs and on every webhook connection.
+    egress: EgressPolicy = field(init=False)
     broker: NatsBroker | None = None
     progress: ProjectionProgress = field(default_factory=ProjectionProgress)
     # Set when shutdown begins, so live subscriptions end instead of holding the server open.
@@ -86,6 +89,7 @@ class Runtime:
                 "unreadable; rebuild it from the event stream with `jetflow replay`"
             )
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.egress = EgressPolicy.parse(s.webhook_allow)
         self.nats_users = NatsAuthDir(s.data_dir / AUTH_DIR_NAME, s.nats_seed_file)
         if s.nats_url:
             self.nats_url = s.nats_url
@@ -101,7 +105,7 @@ class Runtime:
         idempotency = await KeyValueIdempotencyRecords.open(
             self.store.js, f"{s.stream}_idempotency", replicas=s.stream_replicas
         )
-        self.commands = CommandService(self.store, idempotency)
+        self.commands = CommandService(self.store, idempotency, egress=self.egress)
         self.engine = create_engine(s.db_url or default_sqlite_url(s.data_dir.resolve()))
         self.sessions = session_factory(self.engine)
         self.frames = FrameScheduler(self.sessions)

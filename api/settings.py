@@ -48,9 +48,15 @@ class Settings:
     hardware_configs: Path | None = None
     secret_key: str | None = None
     max_concurrent_deployments: int = 3
+    max_deployments_per_user: int = 2
+    deployment_reservation_s: float = 60.0
     webhook_secret: str | None = None
     webhook_max_attempts: int = 6
     webhook_backoff_s: float = 0.5
+    webhook_timeout_s: float = 5.0
+    webhook_concurrency: int = 64
+    # Networks and hosts webhooks may reach besides public addresses (comma-separated).
+    webhook_allow: str = ""
     upload_expires_s: float = 86_400.0
     upload_max_size: int = 10 * 1024**3
     live_queue: int = 1000
@@ -89,9 +95,14 @@ class Settings:
             hardware_configs=Path(p) if (p := os.environ.get("JETFLOW_HARDWARE_CONFIGS")) else None,
             secret_key=os.environ.get("JETFLOW_SECRET_KEY") or None,
             max_concurrent_deployments=int(_env("JETFLOW_MAX_CONCURRENT_DEPLOYMENTS", "3")),
+            max_deployments_per_user=int(_env("JETFLOW_MAX_DEPLOYMENTS_PER_USER", "2")),
+            deployment_reservation_s=float(_env("JETFLOW_DEPLOYMENT_RESERVATION_S", "60")),
             webhook_secret=os.environ.get("JETFLOW_WEBHOOK_SECRET") or None,
             webhook_max_attempts=int(_env("JETFLOW_WEBHOOK_MAX_ATTEMPTS", "6")),
             webhook_backoff_s=float(_env("JETFLOW_WEBHOOK_BACKOFF_S", "0.5")),
+            webhook_timeout_s=float(_env("JETFLOW_WEBHOOK_TIMEOUT_S", "5")),
+            webhook_concurrency=int(_env("JETFLOW_WEBHOOK_CONCURRENCY", "64")),
+            webhook_allow=_env("JETFLOW_WEBHOOK_ALLOW", ""),
             upload_expires_s=float(_env("JETFLOW_UPLOAD_EXPIRES_S", "86400")),
             upload_max_size=int(_env("JETFLOW_UPLOAD_MAX_SIZE", str(10 * 1024**3))),
             live_queue=int(_env("JETFLOW_LIVE_QUEUE", "1000")),

@@ -6,7 +6,7 @@ prints its figures as usual plus one `BENCH_RESULT {json}` line, which this scri
 
 Run: .venv/bin/python bench/run_all.py [--events 1000000] [--foundation-events 20000]
      [--rate 1000] [--duration 60] [--get-rate 500] [--get-duration 30] [--gib 1]
-     [--only replay,latency] [--out bench/results.md]
+     [--webhook-rate 20] [--webhook-duration 30] [--only replay,latency] [--out bench/results.md]
 """
 
 from __future__ import annotations
@@ -165,6 +165,28 @@ def write(path: Path, results: dict[str, dict[str, Any]], args: argparse.Namespa
             f"`cp` of the same file, {u['cp_mbps']:,.0f} MB/s",
             u["upload_mbps"] / u["cp_mbps"], "—", u["load"],
         ))  # fmt: skip
+    if w := results.get("webhooks"):
+        lat, ref = w["latency_ms"], w["reference_ms"]
+        delivered = w["delivered"] == w["healthy_tasks"]
+        figure = (
+            f"p50 {lat['p50']:,.0f} / p95 {lat['p95']:,.0f} / p99 {lat['p99']:,.0f} ms"
+            if w["delivered"]
+            else "none delivered"
+        )
+        lines.append(
+            f"| webhook delivery to {w['healthy_endpoints']} healthy endpoints while 1 hangs "
+            f"(open loop {w['rate']:,.0f} tasks/s for {w['duration_s']:.0f} s, every "
+            f"{w['hanging_every']}th to the hanging one; {w['delivered']:,} of "
+            f"{w['healthy_tasks']:,} delivered within {w['drain_s']:.0f} s) | {figure} | plain "
+            f"httpx POST to the same receivers: p50 {ref['p50']:,.1f} / p99 {ref['p99']:,.1f} ms "
+            f"| — | healthy p99 < 1 s | {fmt_load(w['load'])} |"
+        )
+        met = delivered and lat["p99"] < 1000
+        targets.append(
+            f"- healthy webhook p99 < 1 s with one endpoint hanging: {verdict(met)} "
+            f"({w['delivered']:,} of {w['healthy_tasks']:,} delivered"
+            + (f", p99 {lat['p99']:,.0f} ms)" if w["delivered"] else ")")
+        )
     lines += ["", "## Targets", "", *targets, ""]
     notes = BENCH / "results_notes.md"
     if notes.exists():
@@ -199,12 +221,18 @@ def main() -> None:
         action="store_false",
         help="skip the latency passes with bench-only experiments (o1-rate-limit, split)",
     )
-    parser.add_argument("--only", help="comma-separated subset: foundation,replay,latency,upload")
+    parser.add_argument("--webhook-rate", type=float, default=20)
+    parser.add_argument("--webhook-duration", type=float, default=30)
+    parser.add_argument(
+        "--only", help="comma-separated subset: foundation,replay,latency,upload,webhooks"
+    )
     parser.add_argument("--out", type=Path, default=BENCH / "results.md")
     args = parser.parse_args()
     args.dirty_at_start = git("status", "--porcelain")
     wanted = (
-        set(args.only.split(",")) if args.only else {"foundation", "replay", "latency", "upload"}
+        set(args.only.split(","))
+        if args.only
+        else {"foundation", "replay", "latency", "upload", "webhooks"}
     )
     results: dict[str, dict[str, Any]] = {}
     if "foundation" in wanted:
@@ -234,6 +262,11 @@ def main() -> None:
             )  # fmt: skip
     if "upload" in wanted:
         results["upload"] = run("bench_upload.py", "--gib", str(args.gib))
+    if "webhooks" in wanted:
+        results["webhooks"] = run(
+            "bench_webhooks.py", "--rate", str(args.webhook_rate),
+            "--duration", str(args.webhook_duration),
+        )  # fmt: skip
     write(args.out, results, args)
 
 

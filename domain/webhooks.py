@@ -1,22 +1,34 @@
-"""Webhook deliveries: every attempt to tell a callback URL about an event is itself a fact.
+"""Webhook deliveries: the duty to tell a callback URL about an event, and every attempt, as facts.
 
-One ``webhook`` aggregate per watched aggregate instance (id ``<aggregate>-<id>``) records the
-attempts in order. Its state remembers the last event settled (delivered or given up), so an
-event redelivered after a crash is not sent again and events are sent in stream order.
+One ``webhook`` aggregate per watched aggregate instance (id ``<aggregate>-<id>``). The dispatcher
+first records which events are due (``WebhookDue``), and only then lets go of them, so a crash
+cannot lose one; per-endpoint workers then deliver them. Each attempt is recorded in turn. The
+state keeps the events due, oldest first, and the last one settled (delivered or given up): an
+attempt is accepted only for the oldest event due, so an instance's events reach its callback in
+stream order, and an event settled before a crash is not sent again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from bisect import bisect_right
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
 from domain.base import Aggregate, Command, Event, Invalid, StateConflict
 
+WebhookId = Annotated[str, StringConstraints(min_length=1, max_length=300)]
+
+
+class ScheduleWebhook(Command):
+    webhook_id: WebhookId
+    url: str
+    event_seqs: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+
 
 class RecordWebhookAttempt(Command):
-    webhook_id: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    webhook_id: WebhookId
     url: str
     event_seq: Annotated[int, Field(ge=1)]
     event_type: str
@@ -25,6 +37,11 @@ class RecordWebhookAttempt(Command):
     status_code: int | None = None
     error: str | None = None
     will_retry: bool = False
+
+
+class WebhookDue(Event):
+    url: str
+    event_seqs: list[int]
 
 
 class WebhookDelivered(Event):
@@ -47,15 +64,45 @@ class WebhookFailed(Event):
 
 @dataclass(frozen=True)
 class WebhookState:
+    url: str | None = None
     settled_seq: int = 0
+    # Stream sequences of the events still to deliver, oldest first.
+    due: tuple[int, ...] = ()
+    # Failed attempts at ``due[0]`` so far, so a worker taking over after a crash goes on counting.
+    attempts: int = 0
+
+    @property
+    def next_due(self) -> int | None:
+        return self.due[0] if self.due else None
+
+    @property
+    def scheduled_seq(self) -> int:
+        """The newest event ever made due: everything up to it is due or settled."""
+        return self.due[-1] if self.due else self.settled_seq
 
 
 def decide(state: WebhookState, command: Command) -> list[Event]:
-    if not isinstance(command, RecordWebhookAttempt):
-        raise Invalid("unknown_command", f"Webhooks do not handle {type(command).__name__}")
+    match command:
+        case ScheduleWebhook():
+            if command.event_seqs != sorted(set(command.event_seqs)):
+                raise Invalid("webhook_seqs_unordered", "Events fall due in stream order")
+            fresh = [seq for seq in command.event_seqs if seq > state.scheduled_seq]
+            if not fresh:
+                return []  # a redelivered event: already due or settled
+            return [WebhookDue(url=command.url, event_seqs=fresh)]
+        case RecordWebhookAttempt():
+            return _attempt(state, command)
+    raise Invalid("unknown_command", f"Webhooks do not handle {type(command).__name__}")
+
+
+def _attempt(state: WebhookState, command: RecordWebhookAttempt) -> list[Event]:
     if command.event_seq <= state.settled_seq:
         raise StateConflict(
             "webhook_already_settled", f"Event {command.event_seq} was already delivered"
+        )
+    if command.event_seq != state.next_due:
+        raise StateConflict(
+            "webhook_not_due", f"Event {command.event_seq} is not the next delivery due"
         )
     if command.delivered:
         return [
@@ -80,12 +127,25 @@ def decide(state: WebhookState, command: Command) -> list[Event]:
     ]
 
 
+def _settled(state: WebhookState, seq: int) -> WebhookState:
+    return replace(
+        state,
+        settled_seq=max(state.settled_seq, seq),
+        due=state.due[bisect_right(state.due, seq) :],
+        attempts=0,
+    )
+
+
 def evolve(state: WebhookState, event: Event) -> WebhookState:
     match event:
+        case WebhookDue():
+            return replace(state, url=event.url, due=state.due + tuple(event.event_seqs))
         case WebhookDelivered():
-            return WebhookState(settled_seq=event.event_seq)
+            return _settled(state, event.event_seq)
         case WebhookFailed(will_retry=False):
-            return WebhookState(settled_seq=event.event_seq)
+            return _settled(state, event.event_seq)
+        case WebhookFailed() if event.event_seq == state.next_due:
+            return replace(state, attempts=state.attempts + 1)
     return state
 
 
@@ -94,5 +154,7 @@ WEBHOOK = Aggregate[WebhookState](
     initial=WebhookState,
     decide=decide,
     evolve=evolve,
-    events=(WebhookDelivered, WebhookFailed),
+    events=(WebhookDue, WebhookDelivered, WebhookFailed),
+    # An instance's first events fall due before anything else is recorded of it.
+    creates=(ScheduleWebhook,),
 )

@@ -2,7 +2,8 @@
 
 A concurrency conflict means another writer got in first: the state is reloaded and the command
 decided again, a bounded number of times. A command with an idempotency key answers what its first
-delivery from the same sender answered, without deciding again.
+delivery from the same sender answered, without deciding again. A command naming a callback URL
+is checked against the egress policy here, whichever edge it came by, so no slice can forget to.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from adapters.egress_policy import EgressPolicy
 from adapters.envelope import Metadata, to_domain
-from domain.base import Aggregate, Command, DomainError, Event, NotFound
+from domain.base import Aggregate, Command, DomainError, Event, Invalid, NotFound
 from handlers.outcome import CommandOutcome
 from handlers.ports import ConcurrencyConflict, DuplicateAppend, EventStore, IdempotencyRecords
 from handlers.repository import AggregateRepository
@@ -45,11 +47,13 @@ class CommandService:
         idempotency: IdempotencyRecords,
         *,
         max_retries: int = 8,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.store = store
         self.repository = AggregateRepository(store)
         self.idempotency = idempotency
         self.max_retries = max_retries
+        self.egress = egress or EgressPolicy()
 
     async def execute(
         self,
@@ -60,6 +64,7 @@ class CommandService:
         *,
         at: datetime | None = None,
     ) -> CommandOutcome:
+        self.check_callback(command)
         ctx = context or CommandContext()
         scope = f"{aggregate.name}.{type(command).__name__}"
         # A key belongs to its sender: the same key from another caller must not hand that
@@ -121,6 +126,18 @@ class CommandService:
         raise TooManyConflicts(
             f"{aggregate.name} {aggregate_id} changed {self.max_retries} times while deciding"
         )
+
+    def check_callback(self, command: Command) -> None:
+        """Refuse a callback URL that shows a refused target by itself (a loopback, private,
+        link-local or metadata address, in any spelling, or ``localhost``), before anything is
+        recorded. Names are checked again, on every address they resolve to, at delivery."""
+        url = getattr(command, "callback_url", None)
+        if url is not None and self.egress.refused_at_sight(str(url)):
+            raise Invalid(
+                "callback_url_refused",
+                "Webhooks may not reach loopback, private, link-local or metadata addresses",
+                field="callback_url",
+            )
 
     @staticmethod
     def _decide(

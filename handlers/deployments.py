@@ -1,11 +1,12 @@
-"""Use cases of deployments, and the process manager that frees a slot when one ends."""
+"""Use cases of deployments, the process manager that frees a slot when one ends, and the timer
+that reclaims a slot whose start died before the deployment was accepted."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets as random_tokens
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from nats.aio.msg import Msg
@@ -19,7 +20,13 @@ from adapters.event_store import JetStreamEventStore
 from adapters.secrets import SecretBox
 from adapters.sql import as_utc
 from domain.base import DomainError
-from domain.deployment_slots import DEPLOYMENT_SLOTS, SLOTS_ID, ReleaseSlot, ReserveSlot
+from domain.deployment_slots import (
+    DEPLOYMENT_SLOTS,
+    SLOTS_ID,
+    ReclaimSlot,
+    ReleaseSlot,
+    ReserveSlot,
+)
 from domain.deployments import (
     DEPLOYMENT,
     TERMINAL,
@@ -129,9 +136,14 @@ async def start_deployment(
     context: CommandContext,
     *,
     limit: int,
+    per_user_limit: int,
     owner: str,
 ) -> CommandOutcome:
-    """Reserve a slot, then accept the deployment; give the slot back if acceptance fails."""
+    """Reserve a slot, then accept the deployment; give the slot back if acceptance fails.
+
+    Callers scoped to their own deployments are held to ``per_user_limit`` of the slots; admins
+    (unscoped) are not, as they can cancel anyone's deployment anyway.
+    """
     now = _now()
     deployment_id = new_deployment_id(request.mode, now)
     config = request.config.model_dump(exclude_unset=True)
@@ -153,7 +165,14 @@ async def start_deployment(
         owner=owner,
         at=now,
     )
-    reserve = ReserveSlot(deployment_id=deployment_id, limit=limit)
+    commands.check_callback(command)  # before taking a slot for a deployment that would be refused
+    reserve = ReserveSlot(
+        deployment_id=deployment_id,
+        limit=limit,
+        owner=owner,
+        per_user_limit=per_user_limit if context.owner_scope is not None else None,
+        at=now,
+    )
     await commands.execute(DEPLOYMENT_SLOTS, SLOTS_ID, reserve, context)
     try:
         return await commands.execute(DEPLOYMENT, deployment_id, command, context, at=now)
@@ -298,6 +317,33 @@ async def expire_deployments(
         context,
         at=now,
     )
+
+
+async def reclaim_slots(commands: CommandService, now: datetime, after_s: float) -> int:
+    """Give back the slots of reservations older than ``after_s`` whose deployment is not active.
+
+    A start that dies between its reservation and the deployment's acceptance leaves a slot held
+    by no deployment; three such crashes would block deployments for good. Whether the
+    deployment exists is read from its aggregate, not from a projection that may lag behind it,
+    and the slots aggregate checks the reservation's age again. A reservation whose deployment
+    ended is released too, in case the releaser missed the end.
+    """
+    slots, _ = await commands.repository.load(DEPLOYMENT_SLOTS, SLOTS_ID)
+    cutoff = now - timedelta(seconds=after_s)
+    stale = [
+        deployment_id
+        for deployment_id, reservation in slots.reservations.items()
+        if reservation.reserved_at is None or reservation.reserved_at < cutoff
+    ]
+    due: list[tuple[str, ReclaimSlot | ReleaseSlot]] = []
+    for deployment_id in stale:
+        deployment, _ = await commands.repository.load(DEPLOYMENT, deployment_id)
+        if not deployment.exists:
+            due.append((SLOTS_ID, ReclaimSlot(deployment_id=deployment_id, reserved_before=cutoff)))
+        elif deployment.status in TERMINAL:
+            due.append((SLOTS_ID, ReleaseSlot(deployment_id=deployment_id)))
+    context = CommandContext(Metadata(actor="system:deployment-slots"))
+    return await commands.execute_each(DEPLOYMENT_SLOTS, due, context, at=now)
 
 
 async def start_slot_releaser(

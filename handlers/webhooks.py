@@ -1,13 +1,21 @@
 """The webhook dispatcher: tells an aggregate's callback URL about each of its events.
 
 Signed (``X-Jetflow-Signature: sha256=<HMAC-SHA256 of the body>``), retried with exponential
-backoff, at least once, in stream order: its durable consumer holds one event at a time, and the
-``webhook`` aggregate remembers the last event settled, so a redelivery after a crash resumes
-where it stopped. Every attempt is recorded as ``WebhookDelivered`` or ``WebhookFailed``.
+backoff, at least once, in stream order per aggregate instance, and per endpoint independently:
 
-Sources, declared by the slices in the catalogue, say which aggregates can have a callback URL
-(tasks, render jobs, deployments, pipeline executions: each takes a ``callback_url`` when
-created) and what their notifications carry.
+- the intake, a durable consumer of every event, records which events are due in the ``webhook``
+  aggregate of their instance (``WebhookDue``) and only then acknowledges them, so no event is
+  let go of before its delivery is a fact; it never waits on a receiver, so it keeps flowing;
+- one lane per callback URL (``handlers.webhook_lanes``) delivers what is due there, one event at
+  a time, and records each attempt as ``WebhookDelivered`` or ``WebhookFailed``; a slow or
+  hanging receiver holds up its own lane only;
+- after a crash the lanes are gone but the due events are not: a sweep wakes every instance the
+  backlog projection shows with work, and the aggregate says which event is next.
+
+Every connection goes through the egress guard (``adapters.egress_http``). Sources, declared by
+the slices in the catalogue, say which aggregates can have a callback URL (tasks, render jobs,
+deployments, pipeline executions: each takes a ``callback_url`` when created) and what their
+notifications carry.
 """
 
 from __future__ import annotations
@@ -19,22 +27,33 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-import httpx
 from nats.aio.msg import Msg
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from adapters.egress_http import guarded_client, tls_context
+from adapters.egress_policy import EgressPolicy
 from adapters.envelope import ALL_EVENTS, Metadata, RecordedEvent
 from adapters.event_store import JetStreamEventStore
-from domain.base import Aggregate, DomainError
-from domain.webhooks import WEBHOOK, RecordWebhookAttempt
+from domain.base import Aggregate
+from domain.webhooks import WEBHOOK, ScheduleWebhook
 from handlers.commands import CommandContext, CommandService
 from handlers.consumer import consume, ensure_durable
+from handlers.webhook_courier import Courier, Notification
+from handlers.webhook_lanes import Lanes
+from projections.deployments import webhook_backlog
 
 log = logging.getLogger(__name__)
 DISPATCHER = "pm-webhooks"
-BATCH = 100  # events are still handled one after another, in stream order
+BATCH = 100
 SIGNATURE_HEADER = "X-Jetflow-Signature"
+SWEEP_S = 5.0
+SWEEP_LIMIT = 10_000
+INTAKE = CommandContext(Metadata(actor="system:webhooks"))
 
 
 PayloadBuilder = Callable[[RecordedEvent], dict[str, Any] | None]
@@ -72,32 +91,29 @@ def sign(secret: bytes, body: bytes) -> str:
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
-@dataclass
+def webhook_id_of(event: RecordedEvent) -> str:
+    return f"{event.aggregate}-{event.aggregate_id}"
+
+
+@dataclass(frozen=True)
 class Dispatcher:
+    """What the dispatcher is started with."""
+
     commands: CommandService
+    sessions: async_sessionmaker[AsyncSession]
     secret: bytes
     sources: Mapping[str, WebhookSource]
+    egress: EgressPolicy
     max_attempts: int = 6
     backoff_s: float = 0.5
-    timeout_s: float = 10.0
+    timeout_s: float = 5.0
+    concurrency: int = 64
 
-    async def deliver(self, event: RecordedEvent, msg: Msg, http: httpx.AsyncClient) -> None:
+    def notification(self, event: RecordedEvent) -> Notification | None:
         source = self.sources.get(event.aggregate)
-        if source is None:
-            return
-        # A callback URL is set when the instance is created and never changes, so any state
-        # this process has seen of it will do; only an unseen instance is read from the stream.
-        known = self.commands.repository.cached(source.aggregate, event.aggregate_id)
-        if known is None:
-            known = await self.commands.repository.load(source.aggregate, event.aggregate_id)
-        url = source.url_of(known[0])
-        payload = source.payload_of(event)
-        if url is None or payload is None:
-            return
-        webhook_id = f"{event.aggregate}-{event.aggregate_id}"
-        settled, _ = await self.commands.repository.load(WEBHOOK, webhook_id)
-        if event.seq <= settled.settled_seq:
-            return  # delivered before a crash or redelivery
+        payload = source.payload_of(event) if source is not None else None
+        if payload is None:
+            return None
         body = json.dumps(payload, sort_keys=True).encode()
         headers = {
             "Content-Type": "application/json",
@@ -106,63 +122,93 @@ class Dispatcher:
             "X-Jetflow-Delivery": event.event_id,
             "X-Jetflow-Seq": str(event.seq),
         }
-        for attempt in range(1, self.max_attempts + 1):
-            status_code: int | None = None
-            try:
-                answer = await http.post(url, content=body, headers=headers)
-                status_code = answer.status_code
-                error = None if answer.is_success else f"HTTP {answer.status_code}"
-            except httpx.HTTPError as failure:
-                error = f"{type(failure).__name__}: {failure}"
-            will_retry = error is not None and attempt < self.max_attempts
-            await self._record(webhook_id, url, event, attempt, error, status_code, will_retry)
-            if error is None or not will_retry:
-                return
-            await msg.in_progress()  # keep the event ours while we back off
-            await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+        return Notification(body, headers)
 
-    async def _record(
-        self,
-        webhook_id: str,
-        url: str,
-        event: RecordedEvent,
-        attempt: int,
-        error: str | None,
-        status_code: int | None,
-        will_retry: bool,
-    ) -> None:
-        command = RecordWebhookAttempt(
-            webhook_id=webhook_id,
-            url=url,
-            event_seq=event.seq,
-            event_type=event.type,
-            attempt=attempt,
-            delivered=error is None,
-            status_code=status_code,
-            error=error,
-            will_retry=will_retry,
-        )
-        context = CommandContext(Metadata(actor="system:webhooks", causation_id=event.event_id))
+    async def callback_of(self, event: RecordedEvent) -> str | None:
+        """The URL to tell about this event, if its aggregate has one and notifies this event."""
+        source = self.sources.get(event.aggregate)
+        if source is None or source.payload_of(event) is None:
+            return None
+        # A callback URL is set when the instance is created and never changes, so any state
+        # this process has seen of it will do; only an unseen instance is read from the stream.
+        repository = self.commands.repository
+        known = repository.cached(source.aggregate, event.aggregate_id)
+        if known is None:
+            known = await repository.load(source.aggregate, event.aggregate_id)
+        return source.url_of(known[0])
+
+
+@dataclass
+class Intake:
+    dispatcher: Dispatcher
+    lanes: Lanes
+    decode: Callable[[Msg], RecordedEvent]
+
+    async def handle(self, msgs: list[Msg]) -> None:
+        """Record the batch's due events, per instance in stream order, then acknowledge it."""
+        due: dict[str, tuple[str, list[int]]] = {}
+        for msg in msgs:
+            event = self.decode(msg)
+            url = await self.dispatcher.callback_of(event)
+            if url is not None:
+                due.setdefault(webhook_id_of(event), (url, []))[1].append(event.seq)
+        await asyncio.gather(*(self._schedule(wid, url, seqs) for wid, (url, seqs) in due.items()))
+        for msg in msgs:
+            await msg.ack()
+
+    async def _schedule(self, webhook_id: str, url: str, seqs: list[int]) -> None:
+        command = ScheduleWebhook(webhook_id=webhook_id, url=url, event_seqs=seqs)
+        await self.dispatcher.commands.execute(WEBHOOK, webhook_id, command, INTAKE)
+        self.lanes.wake(url, webhook_id)
+
+
+async def sweep(sessions: async_sessionmaker[AsyncSession], lanes: Lanes) -> None:
+    """Wake every instance with deliveries due, now and every ``SWEEP_S``: after a restart this
+    is how the due events recorded before it are found again."""
+    query = (
+        select(webhook_backlog.c.webhook_id, webhook_backlog.c.url)
+        .where(webhook_backlog.c.due > 0)
+        .limit(SWEEP_LIMIT)
+    )
+    while True:
         try:
-            await self.commands.execute(WEBHOOK, webhook_id, command, context)
-        except DomainError as refused:
-            log.info("webhook attempt not recorded: %s", refused.message)
+            async with sessions() as session:
+                pending = (await session.execute(query)).all()
+        except SQLAlchemyError:
+            log.exception("webhook sweep could not read the backlog; trying again")
+            pending = []
+        for webhook_id, url in pending:
+            lanes.wake(url, webhook_id)
+        await asyncio.sleep(SWEEP_S)
 
 
 async def start_dispatcher(
     store: JetStreamEventStore, dispatcher: Dispatcher
 ) -> asyncio.Task[None]:
     await ensure_durable(store.js, store.stream, DISPATCHER, ALL_EVENTS, max_ack_pending=BATCH)
+    d = dispatcher
 
     async def run() -> None:
-        async with httpx.AsyncClient(timeout=dispatcher.timeout_s) as http:
-
-            async def handle(msgs: list[Msg]) -> None:
-                for msg in msgs:
-                    recorded = store.decode(msg)
-                    await dispatcher.deliver(recorded, msg, http)
-                    await msg.ack()
-
-            await consume(store.js, store.stream, DISPATCHER, handle, batch_size=BATCH)
+        courier = Courier(
+            d.commands,
+            d.notification,
+            asyncio.Semaphore(d.concurrency),
+            max_attempts=d.max_attempts,
+            backoff_s=d.backoff_s,
+            timeout_s=d.timeout_s,
+        )
+        connect = partial(
+            guarded_client, d.egress, timeout_s=d.timeout_s, max_connections=1, tls=tls_context()
+        )
+        lanes = Lanes(courier.deliver_next, connect)
+        intake = Intake(d, lanes, store.decode)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(
+                    consume(store.js, store.stream, DISPATCHER, intake.handle, batch_size=BATCH)
+                )
+                group.create_task(sweep(d.sessions, lanes))
+        finally:
+            await lanes.close()
 
     return asyncio.create_task(run(), name=DISPATCHER)

@@ -1,5 +1,8 @@
 """Read models of deployments: status and progress, their steps, and webhook delivery attempts.
 
+The webhook backlog counts each watched instance's deliveries due and not yet settled; the
+dispatcher's sweep reads it to find work again after a restart (the aggregate decides what is due).
+
 Environment variables appear here only by name; their sealed values stay in the events.
 """
 
@@ -83,6 +86,15 @@ webhook_deliveries = Table(
     Column("will_retry", Integer, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
     Index("ix_webhook_deliveries", "webhook_id", "seq"),
+)
+
+webhook_backlog = Table(
+    "webhook_backlog",
+    metadata,
+    Column("webhook_id", String(300), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("due", Integer, nullable=False),
+    Index("ix_webhook_backlog_due", "due"),
 )
 
 TERMINAL = {
@@ -213,10 +225,20 @@ async def apply_deployment_batch(session: AsyncSession, events: Sequence[Recorde
 
 
 async def apply_webhook_batch(session: AsyncSession, events: Sequence[RecordedEvent]) -> None:
-    rows = RowBatch(webhook_deliveries)
+    attempts = RowBatch(webhook_deliveries)
+    backlog = RowBatch(webhook_backlog)
+    await backlog.load(session, {e.aggregate_id for e in events})
     for event in events:
         p = event.payload
-        rows.insert(
+        if event.type == "WebhookDue":
+            row = backlog.get(event.aggregate_id)
+            due = (row["due"] if row else 0) + len(p["event_seqs"])
+            if row is None:
+                backlog.insert({"webhook_id": event.aggregate_id, "url": p["url"], "due": due})
+            else:
+                backlog.update(event.aggregate_id, due=due)
+            continue
+        attempts.insert(
             {
                 "seq": event.seq,
                 "webhook_id": event.aggregate_id,
@@ -231,7 +253,11 @@ async def apply_webhook_batch(session: AsyncSession, events: Sequence[RecordedEv
                 "at": event.occurred_at,
             }
         )
-    await rows.flush(session)
+        settled = not p.get("will_retry", False)
+        if settled and (row := backlog.get(event.aggregate_id)) is not None:
+            backlog.update(event.aggregate_id, due=max(0, row["due"] - 1))
+    await attempts.flush(session)
+    await backlog.flush(session)
 
 
 DEPLOYMENTS = Projection(
@@ -243,6 +269,6 @@ DEPLOYMENTS = Projection(
 WEBHOOKS = Projection(
     name="webhooks",
     source=WEBHOOK,
-    tables=(webhook_deliveries,),
+    tables=(webhook_deliveries, webhook_backlog),
     apply=apply_webhook_batch,
 )

@@ -22,10 +22,14 @@ async def _dispatch(rt: Runtime) -> asyncio.Task[None]:
     s = rt.settings
     dispatcher = Dispatcher(
         rt.commands,
+        rt.sessions,
         rt.webhook_secret,
         rt.catalogue.webhook_sources,
+        rt.egress,
         max_attempts=s.webhook_max_attempts,
         backoff_s=s.webhook_backoff_s,
+        timeout_s=s.webhook_timeout_s,
+        concurrency=s.webhook_concurrency,
     )
     return await start_dispatcher(rt.store, dispatcher)
 

@@ -168,6 +168,7 @@ async def settings(
         lease_grace_s=30.0,
         timer_interval_s=0.2,
         rate_limit_per_minute=100_000,
+        webhook_allow="127.0.0.0/8",  # the tests' webhook receivers listen on loopback
     )
     async with contextlib.AsyncExitStack() as stack:
         if backend == "postgresql":

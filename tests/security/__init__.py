@@ -1,0 +1,1 @@
+"""Attack-review findings, each performed against the served system and seen refused."""

@@ -20,6 +20,7 @@ from domain.tasks import (
     TASK,
     AssignTask,
     CancelTask,
+    NodeOffer,
     ReportProgress,
     SubmitTask,
     TaskAssigned,
@@ -52,7 +53,7 @@ async def test_a_command_is_decided_on_the_recorded_events_and_appended(stage: S
     await stage.given(TASK, "t1", submitted())
 
     outcome = await stage.commands.execute(
-        TASK, "t1", AssignTask(task_id="t1", node_id="n1", at=NOW)
+        TASK, "t1", AssignTask(task_id="t1", node_id="n1", offer=NodeOffer(), at=NOW)
     )
 
     assert await stage.recorded(TASK, "t1") == ["TaskSubmitted", "TaskAssigned"]
@@ -72,7 +73,7 @@ async def test_a_refused_command_appends_nothing(stage: Stage) -> None:
 
 
 async def test_a_command_already_satisfied_answers_the_current_version(stage: Stage) -> None:
-    reserve = ReserveSlot(deployment_id="d1", limit=3)
+    reserve = ReserveSlot(deployment_id="d1", limit=3, owner="ann", at=NOW)
     first = await stage.commands.execute(DEPLOYMENT_SLOTS, SLOTS_ID, reserve)
 
     again = await stage.commands.execute(DEPLOYMENT_SLOTS, SLOTS_ID, reserve)
@@ -86,7 +87,9 @@ async def test_a_writer_that_lost_the_race_decides_again_on_the_newer_events(sta
     here = stage.commands
     elsewhere = CommandService(stage.store, stage.idempotency)  # another service process
     await here.execute(TASK, "t1", SubmitTask(task_id="t1", code="print(1)", owner="ann"))
-    await here.execute(TASK, "t1", AssignTask(task_id="t1", node_id="n1", at=NOW))
+    await here.execute(
+        TASK, "t1", AssignTask(task_id="t1", node_id="n1", offer=NodeOffer(), at=NOW)
+    )
     await elsewhere.execute(TASK, "t1", progress(10))  # `here` has not seen this one
 
     outcome = await here.execute(TASK, "t1", progress(50))
@@ -163,7 +166,7 @@ async def test_a_resent_command_answers_like_the_first_and_appends_nothing(stage
 async def test_a_replayed_answer_brings_its_events_back_from_the_stream(stage: Stage) -> None:
     await stage.given(TASK, "t1", submitted())
     resend = CommandContext(idempotency_key="assign-once")
-    assign = AssignTask(task_id="t1", node_id="n1", at=NOW)
+    assign = AssignTask(task_id="t1", node_id="n1", offer=NodeOffer(), at=NOW)
     await stage.commands.execute(TASK, "t1", assign, resend)
 
     again = await stage.commands.execute(TASK, "t1", assign, resend)

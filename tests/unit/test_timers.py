@@ -149,7 +149,10 @@ async def test_a_deployment_that_ended_in_any_way_gives_its_slot_back(stage: Sta
     await stage.given(
         DEPLOYMENT_SLOTS,
         SLOTS_ID,
-        *(DeploymentSlotReserved(deployment_id=d, limit=len(ended)) for d in ended),
+        *(
+            DeploymentSlotReserved(deployment_id=d, limit=len(ended), owner="ann", reserved_at=T0)
+            for d in ended
+        ),
     )
 
     for deployment_id in ended:  # what the slot releaser sends for each end event

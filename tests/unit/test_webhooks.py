@@ -16,11 +16,13 @@ import httpx
 import pytest
 import uvicorn
 
+from adapters.egress_policy import EgressPolicy
 from adapters.envelope import RecordedEvent
 from domain.base import Aggregate, Event
 from domain.nodes import NODE, NodeJoined
 from domain.tasks import TASK, TaskCancelled
-from handlers.webhooks import Dispatcher
+from handlers.webhook_courier import Courier
+from handlers.webhooks import Dispatcher, Intake
 from slices.catalogue import CATALOGUE
 from tests.conftest import free_port
 from tests.task_events import submitted
@@ -81,14 +83,25 @@ async def serve() -> AsyncIterator[Serve]:
         await task
 
 
-class HeldMessage:
-    """What the dispatcher asks of the JetStream message it holds: more time while it backs off."""
+class Delivered:
+    """The JetStream message the intake acknowledges once the event's delivery is recorded due."""
+
+    def __init__(self, event: RecordedEvent) -> None:
+        self.event = event
+        self.acked = False
+
+    async def ack(self) -> None:
+        self.acked = True
+
+
+class Woken:
+    """The lanes as the intake sees them: which instance at which URL has something due."""
 
     def __init__(self) -> None:
-        self.extensions = 0
+        self.due: list[tuple[str, str]] = []
 
-    async def in_progress(self) -> None:
-        self.extensions += 1
+    def wake(self, url: str, webhook_id: str) -> None:
+        self.due.append((url, webhook_id))
 
 
 async def deliver(
@@ -98,28 +111,54 @@ async def deliver(
     *events: Event,
     max_attempts: int = 6,
     backoff_s: float = 0.05,
-) -> tuple[list[RecordedEvent], HeldMessage]:
-    """Given the events, hand each to the dispatcher as its durable consumer would."""
+) -> list[RecordedEvent]:
+    """Given the events, hand them over."""
     seq = await stage.given(aggregate, aggregate_id, *events)
     recorded = (await stage.store.history(aggregate.name, aggregate_id))[-len(events) :]
     assert recorded[-1].seq == seq
+    await hand_over(stage, recorded, max_attempts=max_attempts, backoff_s=backoff_s)
+    return recorded
+
+
+async def hand_over(
+    stage: Stage, recorded: list[RecordedEvent], *, max_attempts: int, backoff_s: float
+) -> None:
+    """To the intake as the durable consumer would, then let the courier settle what became
+    due, as the URL's lane would."""
     dispatcher = Dispatcher(
         stage.commands,
+        stage.sessions,
         SECRET,
         CATALOGUE.webhook_sources,
+        EgressPolicy.parse("127.0.0.0/8"),
+        max_attempts=max_attempts,
+        backoff_s=backoff_s,
+    )
+    woken = Woken()
+    messages = [Delivered(e) for e in recorded]
+    intake = Intake(dispatcher, woken, lambda m: m.event)  # type: ignore[arg-type]
+    await intake.handle(messages)  # type: ignore[arg-type]
+    assert all(m.acked for m in messages)
+    courier = Courier(
+        stage.commands,
+        dispatcher.notification,
+        asyncio.Semaphore(4),
         max_attempts=max_attempts,
         backoff_s=backoff_s,
         timeout_s=5,
     )
-    held = HeldMessage()
     async with httpx.AsyncClient(timeout=5) as http:
-        for event in recorded:
-            await dispatcher.deliver(event, held, http)  # type: ignore[arg-type]
-    return recorded, held
+        for _, webhook_id in dict.fromkeys(woken.due):
+            while await courier.deliver_next(webhook_id, http):
+                pass
 
 
 async def attempts(stage: Stage, webhook_id: str) -> list[tuple[str, dict[str, Any]]]:
-    return [(e.type, e.payload) for e in await stage.store.history("webhook", webhook_id)]
+    return [
+        (e.type, e.payload)
+        for e in await stage.store.history("webhook", webhook_id)
+        if e.type in ("WebhookDelivered", "WebhookFailed")
+    ]
 
 
 async def test_each_event_is_posted_signed_and_its_delivery_recorded(
@@ -127,7 +166,7 @@ async def test_each_event_is_posted_signed_and_its_delivery_recorded(
 ) -> None:
     receiver, url = await serve()
 
-    [event], _ = await deliver(stage, TASK, "t1", submitted("t1", callback_url=url))
+    [event] = await deliver(stage, TASK, "t1", submitted("t1", callback_url=url))
 
     [call] = receiver.calls
     assert call.headers["x-jetflow-signature"] == (
@@ -147,7 +186,8 @@ async def test_each_event_is_posted_signed_and_its_delivery_recorded(
         200,
         event.seq,
     )
-    [recorded] = await stage.store.history("webhook", "task-t1")
+    due, recorded = await stage.store.history("webhook", "task-t1")
+    assert due.type == "WebhookDue"  # recorded before the message was acknowledged
     assert (recorded.actor, recorded.causation_id) == ("system:webhooks", event.event_id)
 
 
@@ -156,13 +196,12 @@ async def test_a_failing_receiver_is_retried_with_exponential_backoff(
 ) -> None:
     receiver, url = await serve(500, 503)
 
-    _, held = await deliver(stage, TASK, "t1", submitted("t1", callback_url=url), backoff_s=0.1)
+    await deliver(stage, TASK, "t1", submitted("t1", callback_url=url), backoff_s=0.1)
 
     first, second, third = receiver.calls
     assert second.at - first.at >= 0.1
     assert third.at - second.at >= 0.2
     assert first.body == second.body == third.body
-    assert held.extensions == 2  # the message is kept while the dispatcher waits
     assert [
         (kind, p["attempt"], p["status_code"]) for kind, p in await attempts(stage, "task-t1")
     ] == [
@@ -177,13 +216,9 @@ async def test_a_receiver_that_keeps_failing_is_given_up_and_never_sent_that_eve
 ) -> None:
     receiver, url = await serve(500, 500, 500, 500)
 
-    [event], _ = await deliver(stage, TASK, "t1", submitted("t1", callback_url=url), max_attempts=3)
-    # A redelivery of the same event, as after a crash before its acknowledgement.
-    dispatcher = Dispatcher(
-        stage.commands, SECRET, CATALOGUE.webhook_sources, max_attempts=3, backoff_s=0.01
-    )
-    async with httpx.AsyncClient() as http:
-        await dispatcher.deliver(event, HeldMessage(), http)  # type: ignore[arg-type]
+    [event] = await deliver(stage, TASK, "t1", submitted("t1", callback_url=url), max_attempts=3)
+    # The same event handed over again, as after a crash before its acknowledgement.
+    await hand_over(stage, [event], max_attempts=3, backoff_s=0.01)
 
     assert len(receiver.calls) == 3
     recorded = await attempts(stage, "task-t1")
@@ -215,7 +250,7 @@ async def test_later_events_of_the_instance_follow_in_stream_order(
 ) -> None:
     receiver, url = await serve()
 
-    recorded, _ = await deliver(
+    recorded = await deliver(
         stage,
         TASK,
         "t1",
