@@ -35,7 +35,8 @@ from tests.conftest import free_port
 
 JETFLOW = str(Path(sys.executable).parent / "jetflow")
 REPO = Path(__file__).resolve().parents[2]
-SUBMIT_SCOPE = "task.SubmitTask:"
+# A resend is recognised per sender: the message id is "<command>:<actor>:<client key>".
+SUBMIT_SCOPE = "task.SubmitTask:user:faults:"
 DB_NAME = "projections.db"
 
 

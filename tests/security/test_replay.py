@@ -5,11 +5,16 @@ nothing out of the event stream."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import nats
+import pytest
+from nats.js.errors import NotFoundError
 from sqlalchemy import func, select
 
 from adapters.nats_server import EmbeddedNatsServer
@@ -35,10 +40,20 @@ async def jetflow(*args: str, settings: Settings) -> subprocess.CompletedProcess
     )
 
 
+@pytest.fixture
+async def settings(nats_server: EmbeddedNatsServer, tmp_path: Path) -> AsyncIterator[Settings]:
+    """The session's nats-server is shared: the stream must go with the test, whatever
+    happened, or its ``ev.>`` would overlap every later test's stream."""
+    yield Settings(nats_url=nats_server.url, data_dir=tmp_path, stream="REPLAYCORRUPT")
+    nc = await nats.connect(nats_server.url)
+    with contextlib.suppress(NotFoundError):
+        await nc.jetstream().delete_stream("REPLAYCORRUPT")
+    await nc.close()
+
+
 async def test_replay_recreates_a_corrupt_projection_database(
-    nats_server: EmbeddedNatsServer, tmp_path: Path
+    settings: Settings, tmp_path: Path
 ) -> None:
-    settings = Settings(nats_url=nats_server.url, data_dir=tmp_path, stream="REPLAYCORRUPT")
     runtime = Runtime(settings, CATALOGUE)
     await runtime.open()
     for _ in range(3):
