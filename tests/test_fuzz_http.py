@@ -12,6 +12,8 @@ Left out (``LAX``), reported to be made strict: these accept input their schema 
 because pydantic's lax mode coerces it or a required body has defaults. Two of them append:
 
 - ``POST /nodes/{id}/heartbeat`` with no body: 202, NodeJoined + NodeHeartbeat appended;
+- ``POST /nodes/{id}/lease`` with no body: the node offers a task's defaults (as lease calls
+  from before node offers do), 204 or a lease;
 - ``POST /scene/analyse`` with ``"assets": [{"path": "0", "exists": 0, ...}]``: 201, appended;
 - ``POST /hardware-configs/match`` with ``{"gpu_count": false}``: 200 (read only);
 - ``GET /audit/events?until=0.5``: 200 (read only).
@@ -34,6 +36,7 @@ pytestmark = pytest.mark.asyncio
 
 LAX = (
     "api/v1/nodes/[^/]+/heartbeat",
+    "api/v1/nodes/[^/]+/lease",
     "api/v1/scene/analyse",
     "api/v1/hardware-configs/match",
     "api/v1/audit/events",
