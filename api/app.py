@@ -12,7 +12,7 @@ from api.dependencies import dependencies
 from api.errors import EXCEPTION_HANDLERS
 from api.health import VERSION
 from api.http import PUBLIC
-from api.openapi import describe_access
+from api.openapi import describe_on_first_read
 from api.routing import api_v1
 from api.runtime import Runtime
 from handlers.render import load_hardware_configs
@@ -32,7 +32,12 @@ def create_app(runtime: Runtime) -> Litestar:
         openapi_config=OpenAPIConfig(
             title="jetflow",
             version=VERSION,
-            openapi_router=Router("/schema", route_handlers=[], opt=PUBLIC),
+            openapi_router=Router(
+                "/schema",
+                route_handlers=[],
+                opt=PUBLIC,
+                before_request=describe_on_first_read,
+            ),
         ),
         debug=False,
         state=State(
@@ -43,5 +48,4 @@ def create_app(runtime: Runtime) -> Litestar:
             }
         ),
     )
-    describe_access(app)
     return app

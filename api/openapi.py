@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.openapi.spec import (
     Components,
     OpenAPIMediaType,
@@ -79,6 +79,15 @@ ERROR_ENVELOPE = Schema(
     },
 )
 _METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+
+
+async def describe_on_first_read(request: Request[Any, Any, Any]) -> None:
+    """Describe access when the document is first asked for, not when the app is built: the
+    document costs more than building the rest of the app (most of a test's service start)."""
+    app = request.app
+    if not app.state.get("openapi_described"):
+        describe_access(app)
+        app.state["openapi_described"] = True
 
 
 def describe_access(app: Litestar) -> None:

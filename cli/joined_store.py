@@ -20,7 +20,6 @@ from adapters.event_store import JetStreamEventStore, StreamSettings, servers
 from adapters.nats_auth import AUTH_DIR_NAME, NatsAuthDir, NatsCredentials, connect
 from adapters.nats_server import EmbeddedNatsServer
 from api.settings import Settings
-from slices.catalogue import CATALOGUE
 
 JOIN_WAIT_S = 30.0
 
@@ -48,6 +47,10 @@ async def joined_event_store(settings: Settings) -> AsyncIterator[JetStreamEvent
         else:
             lock = None
             url = await _served(store_dir, credentials)
+    # Imported here, not at the top: the catalogue brings every slice's routes (a second of
+    # imports), and `jetflow worker` and the other clients, which share this CLI, never need it.
+    from slices.catalogue import CATALOGUE
+
     try:
         nc = await connect(servers(url), credentials, "jetflow-cli")
         store = JetStreamEventStore(
