@@ -33,6 +33,7 @@ from domain.access import Policy, Role, UserName, allowed, sees_everything
 from projections.access import api_keys
 
 _USER: TypeAdapter[str] = TypeAdapter(UserName)
+_EXPIRES: TypeAdapter[float] = TypeAdapter(float)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class Principal:
     user: str
     role: Role
     credential: str  # "key:<id>" or "jwt"
+    # When the credential stops working by itself (a JWT's ``exp``, epoch seconds); keys: None.
+    expires_at: float | None = None
 
     @property
     def actor(self) -> str:
@@ -102,6 +105,15 @@ class KeyCache:
         self._rows[key_id] = (now, (row.user, row.role, row.digest))
         return self._rows[key_id][1]
 
+    def fresh_for(self, key_id: str) -> float:
+        """Seconds until ``lookup`` reads ``key_id`` from the read model again (0: at the next
+        call): a live feed re-checks its key then, so it ends within ``ttl_s`` of a revocation
+        as a request would."""
+        cached = self._rows.get(key_id)
+        if cached is None:
+            return 0.0
+        return max(0.0, cached[0] + self.ttl_s - time.monotonic())
+
 
 class AuthMiddleware(AbstractAuthenticationMiddleware):
     """Resolves credentials to a ``Principal``; no credentials leaves the caller anonymous
@@ -140,9 +152,10 @@ def _from_jwt(runtime: Runtime, token: str) -> Principal:
         claims = verifier.claims(token)
         user = _USER.validate_python(claims["sub"])
         role = Role(str(claims.get("role", Role.viewer)))
+        expires = _EXPIRES.validate_python(claims["exp"])
     except (InvalidToken, ValidationError, ValueError) as refused:
         raise NotAuthorizedException(f"The bearer token is not accepted: {refused}") from None
-    return Principal(user, role, "jwt")
+    return Principal(user, role, "jwt", expires_at=expires)
 
 
 def route_policy(handler: BaseRouteHandler) -> Policy | None:

@@ -8,44 +8,21 @@ document read) before the runtime is opened.
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
-
 from litestar.di import NamedDependency, Provide
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.blob_store import LocalBlobStore
 from adapters.event_store import JetStreamEventStore
-from adapters.live_feed import FeedFilter, LiveFeed
 from adapters.secrets import SecretBox
 from api import consistency
 from api.http import Rt, WaitForSeq
+from api.live import LiveFeeds
 from api.runtime import Runtime
 from api.settings import Settings
 from handlers.commands import CommandService
 from handlers.render import FrameScheduler
 from handlers.repository import AggregateRepository
 from projections.base import Projection
-
-
-@dataclass(frozen=True)
-class LiveFeeds:
-    """Opens live feeds on the stream: one ordered consumer per client, a bounded queue, and an
-    end when the service shuts down."""
-
-    store: JetStreamEventStore
-    max_queue: int
-    closing: asyncio.Event
-
-    def open(self, wanted: FeedFilter, from_seq: int | None) -> LiveFeed:
-        return LiveFeed(
-            self.store,
-            wanted,
-            from_seq=from_seq,
-            max_queue=self.max_queue,
-            closing=self.closing,
-        )
-
 
 Commands = NamedDependency[CommandService]
 # The aggregates' current state, for a read that must not lag behind a projection.
@@ -65,7 +42,8 @@ ReadAfter = NamedDependency[async_sessionmaker[AsyncSession]]
 def dependencies(runtime: Runtime) -> dict[str, Provide]:
     """Every named provider but ``read_after``, which each controller declares with its
     projections. ``runtime`` itself is provided for what reports on all of it (health) and for
-    the read-your-writes wait."""
+    the read-your-writes wait. Live feeds are admitted by one ``LiveFeeds``, which counts them."""
+    live = LiveFeeds(runtime)
     return {
         "runtime": Provide(lambda: runtime, sync_to_thread=False),
         "commands": Provide(lambda: runtime.commands, sync_to_thread=False),
@@ -76,10 +54,7 @@ def dependencies(runtime: Runtime) -> dict[str, Provide]:
         "settings": Provide(lambda: runtime.settings, sync_to_thread=False),
         "frames": Provide(lambda: runtime.frames, sync_to_thread=False),
         "secrets": Provide(lambda: runtime.secrets, sync_to_thread=False),
-        "live": Provide(
-            lambda: LiveFeeds(runtime.store, runtime.settings.live_queue, runtime.closing),
-            sync_to_thread=False,
-        ),
+        "live": Provide(lambda: live, sync_to_thread=False),
     }
 
 

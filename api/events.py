@@ -4,6 +4,11 @@ Both are read from JetStream (one ordered consumer per client, ``adapters.live_f
 from the database. Each message carries its stream sequence; a client resumes with SSE's
 ``Last-Event-ID`` or the WebSocket's ``from_seq`` and gets no gap and no duplicate. A client that
 falls behind is told why and disconnected, and resumes from the sequence it was given.
+Admission, the caps and the credential checks are ``api.live``'s.
+
+WebSocket close codes: 1001 service shutting down, 4008 fell behind (reason: where to resume),
+4401 the credential ended (key revoked, token expired), 4429 too many live feeds open (this
+credential's or the service's); each reason starts with the stable error code where there is one.
 """
 
 from __future__ import annotations
@@ -22,10 +27,18 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from adapters.envelope import RecordedEvent
 from adapters.event_store import JetStreamEventStore
-from adapters.live_feed import FeedClosed, FeedFilter, FeedOverflow, LiveFeed
+from adapters.live_feed import FeedClosed, FeedEnded, FeedFilter, FeedOverflow, LiveFeed
 from api.auth import principal_of
 from api.dependencies import Live
 from api.http import LIVE_READ, MAX_SEQ
+from api.live import (
+    CREDENTIAL_CLOSE_CODE,
+    LIMIT_CLOSE_CODE,
+    AdmittedFeed,
+    CredentialEnded,
+    LiveFeedRefused,
+    close_reason,
+)
 from domain.access import Role
 from handlers.visibility import OwnedEvents
 
@@ -83,13 +96,15 @@ def _visibility(
 
 
 def sse_stream(
-    feed: LiveFeed, render: Callable[[RecordedEvent], Awaitable[ServerSentEventMessage | None]]
+    admitted: AdmittedFeed,
+    render: Callable[[RecordedEvent], Awaitable[ServerSentEventMessage | None]],
 ) -> ServerSentEvent:
     """A live feed as Server-Sent Events: ``render`` turns an event into a message or skips it;
-    keep-alives while idle, an ``overflow`` event when the client fell behind."""
+    keep-alives while idle, an ``overflow`` event when the client fell behind, an ``error``
+    event (the error envelope) when its credential ended."""
 
     async def messages() -> AsyncGenerator[ServerSentEventMessage, None]:
-        async with feed:
+        async with admitted as feed:
             while True:
                 try:
                     event = await feed.next(KEEPALIVE_S)
@@ -98,7 +113,10 @@ def sse_stream(
                         event="overflow", data=str(overflow), id=str(overflow.last_seq)
                     )
                     return
-                except FeedClosed:
+                except CredentialEnded as ended:
+                    yield ServerSentEventMessage(event="error", data=ended.envelope())
+                    return
+                except FeedEnded:
                     return
                 if event is None:
                     yield ServerSentEventMessage(comment="keep-alive")
@@ -120,7 +138,10 @@ class EventFeedController(Controller):
             "Each message's id is its stream sequence. Reconnect with `Last-Event-ID` (or "
             "`from_seq`) to resume right after it. Without either, the feed starts with the next "
             "event recorded. A client that falls behind gets an `overflow` event naming the "
-            "sequence to resume from, and the stream ends."
+            "sequence to resume from, and the stream ends; one whose credential ends (a revoked "
+            "key, an expired token) gets an `error` event and the stream ends. 429 "
+            "`live_feed_key_limit_reached` / `live_feed_limit_reached` when the credential or "
+            "the service has as many live feeds open as it may."
         ),
     )
     async def stream(
@@ -136,7 +157,7 @@ class EventFeedController(Controller):
         ] = None,
     ) -> ServerSentEvent:
         start = last_event_id + 1 if last_event_id is not None else from_seq
-        feed = live.open(FeedFilter(aggregate, aggregate_id, event_type), start)
+        feed = live.open(request, FeedFilter(aggregate, aggregate_id, event_type), start)
         shown = _visibility(live.store, request)
 
         async def render(event: RecordedEvent) -> ServerSentEventMessage | None:
@@ -161,42 +182,66 @@ class EventFeedController(Controller):
     ) -> None:
         """Live events as JSON messages, each with ``seq``; ``feed=named`` gives the seed's
         compact task/node events. Resume with ``from_seq`` = last seen + 1. A client that falls
-        behind is closed with code 4008 and a reason naming the sequence to resume from."""
+        behind is closed with code 4008 and a reason naming the sequence to resume from; one
+        whose credential ends with 4401; one past the live-feed caps with 4429."""
         await socket.accept()
-        events = live.open(FeedFilter(aggregate, aggregate_id, event_type), from_seq)
-        shown = _visibility(live.store, socket)
-        gone = asyncio.ensure_future(_until_disconnected(socket))
         try:
-            async with events:
-                while not gone.done():
-                    try:
-                        event = await events.next(KEEPALIVE_S)
-                    except FeedOverflow as overflow:
-                        await socket.close(code=OVERFLOW_CLOSE_CODE, reason=str(overflow)[:120])
-                        return
-                    except FeedClosed:
-                        await socket.close(code=1001, reason="service shutting down")
-                        return
-                    if event is None:
-                        continue
-                    if shown is not None and not await shown.visible(event):
-                        continue
-                    message = named(event) if feed == "named" else event.as_dict()
-                    if message is not None:
-                        await socket.send_json(message)
+            admitted = live.open(socket, FeedFilter(aggregate, aggregate_id, event_type), from_seq)
+        except LiveFeedRefused as refused:
+            await socket.close(code=LIMIT_CLOSE_CODE, reason=close_reason(refused.body))
+            return
+        shown = _visibility(live.store, socket)
+        try:
+            async with admitted as events:
+                gone = asyncio.ensure_future(_until_disconnected(socket, events))
+                try:
+                    await _forward(socket, events, shown, named_feed=feed == "named")
+                finally:
+                    gone.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await gone
         except WebSocketDisconnect:
             return
-        finally:
-            gone.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await gone
 
 
-async def _until_disconnected(socket: WebSocket[Any, Any, Any]) -> None:
-    """Drain what the client sends (nothing is expected) until it goes away."""
+async def _forward(
+    socket: WebSocket[Any, Any, Any], events: LiveFeed, shown: OwnedEvents | None, named_feed: bool
+) -> None:
+    """Send the feed's visible events until it ends, closing with the code that says why."""
+    while True:
+        try:
+            event = await events.next(KEEPALIVE_S)
+        except FeedOverflow as overflow:
+            await socket.close(code=OVERFLOW_CLOSE_CODE, reason=str(overflow)[:120])
+            return
+        except FeedClosed:
+            await socket.close(code=1001, reason="service shutting down")
+            return
+        except CredentialEnded as ended:
+            await socket.close(code=CREDENTIAL_CLOSE_CODE, reason=close_reason(ended.body))
+            return
+        except FeedEnded:  # the client went
+            return
+        if event is None:
+            continue
+        if shown is not None and not await shown.visible(event):
+            continue
+        message = named(event) if named_feed else event.as_dict()
+        if message is not None:
+            await socket.send_json(message)
+
+
+class _ClientGone(FeedEnded):
+    """The WebSocket client disconnected: its feed ends now, not at the next keep-alive."""
+
+
+async def _until_disconnected(socket: WebSocket[Any, Any, Any], feed: LiveFeed) -> None:
+    """Drain what the client sends (nothing is expected) until it goes away, then end its feed
+    so that the consumer and the slot go at once."""
     with contextlib.suppress(WebSocketDisconnect):
         while True:
             await socket.receive_data(mode="text")
+    feed.end(_ClientGone())
 
 
 def _json(value: dict[str, Any]) -> str:

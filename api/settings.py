@@ -60,6 +60,9 @@ class Settings:
     upload_expires_s: float = 86_400.0
     upload_max_size: int = 10 * 1024**3
     live_queue: int = 1000
+    # Live feeds (SSE, WebSocket) open at once per credential and in all; each holds a consumer.
+    live_feeds_per_key: int = 20
+    live_feeds_total: int = 1000
     jwt_algorithm: str = "HS256"
     jwt_key: str | None = None
     jwt_audience: str | None = None
@@ -73,6 +76,12 @@ class Settings:
 
     def __post_init__(self) -> None:
         check_jwt_key(self.jwt_algorithm, self.jwt_key)
+        for name, cap in (
+            ("JETFLOW_LIVE_FEEDS_PER_KEY", self.live_feeds_per_key),
+            ("JETFLOW_LIVE_FEEDS_TOTAL", self.live_feeds_total),
+        ):
+            if cap < 1:
+                raise ValueError(f"{name} must be at least 1 (live feeds open at once)")
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -106,6 +115,8 @@ class Settings:
             upload_expires_s=float(_env("JETFLOW_UPLOAD_EXPIRES_S", "86400")),
             upload_max_size=int(_env("JETFLOW_UPLOAD_MAX_SIZE", str(10 * 1024**3))),
             live_queue=int(_env("JETFLOW_LIVE_QUEUE", "1000")),
+            live_feeds_per_key=int(_env("JETFLOW_LIVE_FEEDS_PER_KEY", "20")),
+            live_feeds_total=int(_env("JETFLOW_LIVE_FEEDS_TOTAL", "1000")),
             jwt_algorithm=_env("JETFLOW_JWT_ALGORITHM", "HS256"),
             jwt_key=_jwt_key(),
             jwt_audience=os.environ.get("JETFLOW_JWT_AUDIENCE") or None,

@@ -222,7 +222,7 @@ class FileController(Controller):
         state, version = await aggregates.load(FILE, path_id(file_id))
         if version == 0 or not visible(request, state.owner or ""):
             raise ApiError(404, "file_not_found", f"File {file_id} not found")
-        feed = live.open(FeedFilter("file", file_id), from_seq=(last_event_id or 0) + 1)
+        feed = live.open(request, FeedFilter("file", file_id), from_seq=(last_event_id or 0) + 1)
 
         async def render(event: RecordedEvent) -> ServerSentEventMessage | None:
             return sse_message(event)
