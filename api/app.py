@@ -8,11 +8,13 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
 from api.auth import AuthMiddleware, KeyCache, policy_guard, rate_limit
+from api.client_address import TrustedProxies
 from api.dependencies import dependencies
 from api.errors import EXCEPTION_HANDLERS
 from api.health import VERSION
 from api.http import PUBLIC
 from api.openapi import describe_on_first_read
+from api.rate_limit import AuthFailureLimiter
 from api.routing import api_v1
 from api.runtime import Runtime
 from handlers.render import load_hardware_configs
@@ -20,13 +22,16 @@ from handlers.render import load_hardware_configs
 
 def create_app(runtime: Runtime) -> Litestar:
     """Build the app around an already started runtime (its lifetime is the caller's)."""
+    settings = runtime.settings
+    proxies = TrustedProxies.parse(settings.trusted_proxies)
     app = Litestar(
         route_handlers=[api_v1(runtime.catalogue.routes)],
         dependencies=dependencies(runtime),
         exception_handlers=EXCEPTION_HANDLERS,
+        # Authentication first: the rate limiter inside it counts only verified credentials.
         middleware=[
-            rate_limit(runtime.settings.rate_limit_per_minute),
             DefineMiddleware(AuthMiddleware),
+            rate_limit(settings.rate_limit_per_minute, proxies),
         ],
         guards=[policy_guard],
         openapi_config=OpenAPIConfig(
@@ -43,8 +48,9 @@ def create_app(runtime: Runtime) -> Litestar:
         state=State(
             {
                 "runtime": runtime,
-                "api_keys": KeyCache(runtime.settings.key_cache_s),
-                "hardware_configs": load_hardware_configs(runtime.settings.hardware_configs),
+                "api_keys": KeyCache(settings.key_cache_s),
+                "auth_failures": AuthFailureLimiter(settings.auth_failures_per_minute, proxies),
+                "hardware_configs": load_hardware_configs(settings.hardware_configs),
             }
         ),
     )

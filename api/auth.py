@@ -4,6 +4,9 @@ Every route declares a ``Policy`` in its ``opt`` (see ``api.http.policy``); the 
 route that declares none, so a route added without thinking about access is closed, and the
 route-matrix test names it. Credentials: ``X-API-Key: jfk_…``, ``Authorization: Bearer <API key
 or JWT>``, or ``?token=`` for SSE and WebSocket clients that cannot set headers.
+
+Rate limiting comes after authentication (``api.rate_limit``): a credential's bucket counts only
+requests in which it verified, and a failed authentication counts against the client address.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 
 from adapters.credentials import InvalidToken, JwtVerifier, parse_api_key
-from api.rate_limit import FixedWindowLimiter, RateLimitMiddleware
+from api.client_address import TrustedProxies
+from api.rate_limit import AuthFailureLimiter, FixedWindowLimiter, RateLimitMiddleware
 from api.runtime import Runtime
 from domain.access import Policy, Role, UserName, allowed, sees_everything
 from projections.access import api_keys
@@ -40,7 +44,8 @@ _EXPIRES: TypeAdapter[float] = TypeAdapter(float)
 class Principal:
     user: str
     role: Role
-    credential: str  # "key:<id>" or "jwt"
+    # "key:<id>" or "jwt:<user>": the rate-limit bucket and the share of live feeds it holds
+    credential: str
     # When the credential stops working by itself (a JWT's ``exp``, epoch seconds); keys: None.
     expires_at: float | None = None
 
@@ -117,7 +122,8 @@ class KeyCache:
 
 class AuthMiddleware(AbstractAuthenticationMiddleware):
     """Resolves credentials to a ``Principal``; no credentials leaves the caller anonymous
-    (the guard decides), wrong ones answer 401 at once."""
+    (the guard decides), wrong ones answer 401 at once and count against the client address,
+    which answers 429 ``auth_failures_exceeded`` for any credentials once it failed too often."""
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
@@ -125,17 +131,26 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
         token = presented_token(connection)
         if token is None:
             return AuthenticationResult(user=None, auth=None)
-        runtime: Runtime = connection.app.state["runtime"]
-        presented = parse_api_key(token)
-        if presented is not None:
-            keys: KeyCache = connection.app.state["api_keys"]
-            found = await keys.lookup(runtime, presented.key_id)
-            if found is None or not presented.matches(found[2]):
-                raise NotAuthorizedException("The API key is unknown or revoked")
-            principal = Principal(found[0], Role(found[1]), f"key:{presented.key_id}")
-        else:
-            principal = _from_jwt(runtime, token)
+        failures: AuthFailureLimiter = connection.app.state["auth_failures"]
+        address = failures.admit(connection.scope)
+        try:
+            principal = await _verified(connection, token)
+        except NotAuthorizedException:
+            failures.failed(address)
+            raise
         return AuthenticationResult(user=principal, auth=token)
+
+
+async def _verified(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> Principal:
+    runtime: Runtime = connection.app.state["runtime"]
+    presented = parse_api_key(token)
+    if presented is None:
+        return _from_jwt(runtime, token)
+    keys: KeyCache = connection.app.state["api_keys"]
+    found = await keys.lookup(runtime, presented.key_id)
+    if found is None or not presented.matches(found[2]):
+        raise NotAuthorizedException("The API key is unknown or revoked")
+    return Principal(found[0], Role(found[1]), f"key:{presented.key_id}")
 
 
 def _from_jwt(runtime: Runtime, token: str) -> Principal:
@@ -155,7 +170,7 @@ def _from_jwt(runtime: Runtime, token: str) -> Principal:
         expires = _EXPIRES.validate_python(claims["exp"])
     except (InvalidToken, ValidationError, ValueError) as refused:
         raise NotAuthorizedException(f"The bearer token is not accepted: {refused}") from None
-    return Principal(user, role, "jwt", expires_at=expires)
+    return Principal(user, role, f"jwt:{user}", expires_at=expires)
 
 
 def route_policy(handler: BaseRouteHandler) -> Policy | None:
@@ -187,16 +202,15 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | 
     return user if isinstance(user, Principal) else None
 
 
-def rate_limit(per_minute: int) -> DefineMiddleware:
-    """Per credential (the anonymous share one bucket per address); headers as in the seed."""
+def rate_limit(per_minute: int, proxies: TrustedProxies) -> DefineMiddleware:
+    """Per verified credential (the anonymous share one bucket per client address); headers as
+    in the seed. Mounted inside ``AuthMiddleware``: what it counts has already verified."""
 
     def identify(scope: Scope) -> str:
-        connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope)
-        token = presented_token(connection)
-        if token is None:
-            return f"addr:{connection.client.host if connection.client else 'unknown'}"
-        presented = parse_api_key(token)
-        return f"key:{presented.key_id}" if presented else f"token:{hash(token)}"
+        principal = scope.get("user")
+        if isinstance(principal, Principal):
+            return principal.credential
+        return f"addr:{proxies.client(scope)}"
 
     return DefineMiddleware(
         RateLimitMiddleware,

@@ -2,6 +2,8 @@
 
 An agent (``jetflow deploy-agent``, worker role) drives a deployment its user started through
 ``api.deployments``; only the claim answer carries the environment variables, opened for it.
+The reports take an ``Idempotency-Key``: an agent resends a report whose answer it did not get,
+and the resend answers like the first instead of 409 (the step already moved on).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from api.dependencies import Blobs, Commands, Secrets, Sessions
 from api.deployment_answers import Claimed, DeploymentAccepted, StepReported, StepStarted
-from api.http import WORK, command_context, path_id
+from api.http import WORK, IdempotencyKey, command_context, path_id
 from handlers.deployments import (
     ClaimRequest,
     StepFinishRequest,
@@ -82,9 +84,14 @@ class DeployAgentController(Controller):
         deployment_id: FromPath[str],
         index: FromPath[int],
         data: JSONBody[StepStartRequest],
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[StepStarted]:
         outcome = await start_step(
-            commands, path_id(deployment_id), index, data, command_context(request, None)
+            commands,
+            path_id(deployment_id),
+            index,
+            data,
+            command_context(request, idempotency_key),
         )
         return StepStarted.of(outcome, deployment_id=deployment_id, step=index, status="running")
 
@@ -102,6 +109,7 @@ class DeployAgentController(Controller):
         deployment_id: FromPath[str],
         index: FromPath[int],
         data: JSONBody[StepFinishRequest],
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[StepReported]:
         outcome = await finish_step(
             commands,
@@ -109,7 +117,7 @@ class DeployAgentController(Controller):
             path_id(deployment_id),
             index,
             data,
-            command_context(request, None),
+            command_context(request, idempotency_key),
         )
         return StepReported.of(outcome, deployment_id=deployment_id, step=index)
 
@@ -120,10 +128,14 @@ class DeployAgentController(Controller):
         summary="The agent confirms it stopped after a cancel",
     )
     async def cancel_ack(
-        self, request: Request[Any, Any, Any], commands: Commands, deployment_id: FromPath[str]
+        self,
+        request: Request[Any, Any, Any],
+        commands: Commands,
+        deployment_id: FromPath[str],
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[DeploymentAccepted]:
         outcome = await acknowledge_cancel(
-            commands, path_id(deployment_id), command_context(request, None)
+            commands, path_id(deployment_id), command_context(request, idempotency_key)
         )
         return DeploymentAccepted.of(outcome, deployment_id=deployment_id, status="cancelled")
 

@@ -119,12 +119,6 @@ class LiveSlots:
             del self._held[holder]
 
 
-def holder(principal: Principal) -> str:
-    """Whose share a feed counts against: the API key; for JWTs, the subject (one issuer may
-    mint any number of tokens for it)."""
-    return f"jwt:{principal.user}" if principal.credential == "jwt" else principal.credential
-
-
 async def credential_ends(
     principal: Principal, keys: KeyCache, runtime: Runtime
 ) -> CredentialEnded:
@@ -215,7 +209,8 @@ class LiveFeeds:
         principal = principal_of(connection)
         if principal is None:  # the routes' policy admits no anonymous caller
             raise NotAuthorizedException("Credentials are required: an API key or a bearer token")
-        slot = self.slots.take(holder(principal))
+        # The API key; for JWTs the subject, as one issuer may mint any number of tokens for it.
+        slot = self.slots.take(principal.credential)
         runtime = self.runtime
         feed = LiveFeed(
             runtime.store,

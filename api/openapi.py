@@ -52,7 +52,8 @@ REFUSALS = {
     "403": "The caller's role may not use this route",
     "404": "Not found, or owned by another user",
     "422": "Invalid fields",
-    "429": "Rate limit reached (see the X-RateLimit-* headers)",
+    "429": "Rate limit reached (rate_limited, see the X-RateLimit-* headers), or too many failed "
+    "authentications from this address (auth_failures_exceeded); Retry-After says when",
 }
 _TEXT = Schema(type=OpenAPIType.STRING)
 ERROR_ENVELOPE = Schema(

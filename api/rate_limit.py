@@ -6,6 +6,12 @@ request costs more the more came before it in the minute (py-spy: 15-20 % of the
 samples under load, and 400 instead of 730 POST/s; see bench/results.md). A fixed window with a
 counter per key costs the same for every request. The state is per process, like the store
 Litestar's middleware used by default.
+
+Only a credential that verified is counted against its bucket: the middleware runs inside
+``api.auth.AuthMiddleware``, so a request with someone's key id and a wrong secret never reaches
+that key's bucket (it would lock the key's owner out). Failed authentications are counted per
+client address instead (``AuthFailureLimiter``), and an address that fails too often is refused
+whatever it presents until its window ends.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from dataclasses import dataclass
 from litestar.datastructures import MutableScopeHeaders
 from litestar.exceptions import TooManyRequestsException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.client_address import TrustedProxies
+from api.errors import ApiError
 
 WINDOW_S = 60.0
 
@@ -51,9 +60,46 @@ class FixedWindowLimiter:
         window.used += 1
         return True, self.limit - window.used, reset
 
+    def exhausted(self, key: str, now: float) -> int | None:
+        """Seconds until ``key``'s window resets if it has nothing left; None if it has (or
+        no window). Counts nothing: a refused request is not held against the next window."""
+        window = self._windows.get(key)
+        if window is None or now - window.started >= self.window_s or window.used < self.limit:
+            return None
+        return max(1, math.ceil(window.started + self.window_s - now))
+
+
+class AuthFailureLimiter:
+    """``per_minute`` failed authentications per client address; then 429 for every request
+    from it that carries credentials, right or wrong, until the window resets. Guessing a
+    secret (or filling someone's bucket by naming their key) costs the guesser's address, and
+    other addresses, and the key named, keep working."""
+
+    def __init__(self, per_minute: int, proxies: TrustedProxies) -> None:
+        self.limiter = FixedWindowLimiter(per_minute)
+        self.proxies = proxies
+
+    def admit(self, scope: Scope) -> str:
+        """The client address of a request with credentials, refused if it failed too often."""
+        address = self.proxies.client(scope)
+        reset = self.limiter.exhausted(address, time.monotonic())
+        if reset is not None:
+            raise ApiError(
+                429,
+                "auth_failures_exceeded",
+                f"More than {self.limiter.limit} failed authentications in a minute from this "
+                f"address; retry in {reset} s",
+                headers={"Retry-After": str(reset)},
+            )
+        return address
+
+    def failed(self, address: str) -> None:
+        self.limiter.take(address, time.monotonic())
+
 
 class RateLimitMiddleware:
-    """ASGI middleware: counts each HTTP request against ``identify(scope)``'s window."""
+    """ASGI middleware: counts each HTTP request against ``identify(scope)``'s window; it runs
+    after authentication, so ``identify`` sees the verified principal in ``scope["user"]``."""
 
     def __init__(
         self,
@@ -81,7 +127,7 @@ class RateLimitMiddleware:
         if not allowed:
             raise TooManyRequestsException(
                 f"More than {self.limiter.limit} requests in a minute for this key",
-                headers=headers,
+                headers={**headers, "Retry-After": str(reset)},
             )
 
         async def send_with_headers(message: Message) -> None:

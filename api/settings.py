@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.credentials import check_jwt_key
+from api.client_address import TrustedProxies
 
 
 def _env(name: str, default: str) -> str:
@@ -68,6 +69,10 @@ class Settings:
     jwt_audience: str | None = None
     jwt_max_lifetime_s: float = 86_400.0
     rate_limit_per_minute: int = 600
+    # Failed authentications per client address and minute before it is refused (429).
+    auth_failures_per_minute: int = 30
+    # Peers whose X-Forwarded-For names the client (comma-separated addresses and CIDRs).
+    trusted_proxies: str = ""
     refer_rotate_s: float = 90.0
     refer_max_s: float = 600.0
     refer_max_holders: int = 10
@@ -76,12 +81,14 @@ class Settings:
 
     def __post_init__(self) -> None:
         check_jwt_key(self.jwt_algorithm, self.jwt_key)
-        for name, cap in (
+        TrustedProxies.parse(self.trusted_proxies)
+        for name, least in (
             ("JETFLOW_LIVE_FEEDS_PER_KEY", self.live_feeds_per_key),
             ("JETFLOW_LIVE_FEEDS_TOTAL", self.live_feeds_total),
+            ("JETFLOW_AUTH_FAILURES_PER_MINUTE", self.auth_failures_per_minute),
         ):
-            if cap < 1:
-                raise ValueError(f"{name} must be at least 1 (live feeds open at once)")
+            if least < 1:
+                raise ValueError(f"{name} must be at least 1")
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -122,6 +129,8 @@ class Settings:
             jwt_audience=os.environ.get("JETFLOW_JWT_AUDIENCE") or None,
             jwt_max_lifetime_s=float(_env("JETFLOW_JWT_MAX_LIFETIME_S", "86400")),
             rate_limit_per_minute=int(_env("JETFLOW_RATE_LIMIT_PER_MINUTE", "600")),
+            auth_failures_per_minute=int(_env("JETFLOW_AUTH_FAILURES_PER_MINUTE", "30")),
+            trusted_proxies=_env("JETFLOW_TRUSTED_PROXIES", ""),
             refer_rotate_s=float(_env("JETFLOW_REFER_ROTATE_S", "90")),
             refer_max_s=float(_env("JETFLOW_REFER_MAX_S", "600")),
             refer_max_holders=int(_env("JETFLOW_REFER_MAX_HOLDERS", "10")),

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from api.settings import Settings
-from cli import events, keys, nats_users, sandboxing, worker
+from cli import events, keys, nats_users, retrying, sandboxing, worker
 from cli.serve import serve
 from cli.violations import load_violations_file
 
@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent.add_argument("--api-key", default=API_KEY_ENV, help="worker-role key (JETFLOW_API_KEY)")
     agent.add_argument("--poll", type=float, default=1.0, help="seconds between empty claims")
     agent.add_argument("--max-deployments", type=int, default=0, help="stop after N (0: never)")
+    retrying.add_arguments(agent)
     sandboxing.add_arguments(agent)
 
     render = sub.add_parser("render-node", help="simulated render nodes that lease frames")
@@ -63,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     render.add_argument("--failure-rate", type=float, default=0.0, help="0..1")
     render.add_argument("--idle-exit", type=float, help="exit after this many idle seconds")
     render.add_argument("--seed", type=int, help="random seed for timing and failures")
+    retrying.add_arguments(render)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -92,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             api_key=args.api_key,
             poll_s=args.poll,
             max_deployments=args.max_deployments,
+            backoff=retrying.backoff(args),
         )
         return asyncio.run(deploy_agent.run_until_signalled())
     if args.command == "render-node":
@@ -133,6 +136,7 @@ async def _render_nodes(args: argparse.Namespace, settings: Settings) -> int:
         failure_rate=args.failure_rate,
         idle_exit_s=args.idle_exit,
         seed=args.seed,
+        backoff=retrying.backoff(args),
     )
     finished = sum(s.finished for s in stats)
     failed = sum(s.failed for s in stats)

@@ -36,6 +36,10 @@ async def serve(settings: Settings, host: str | None, port: int | None) -> int:
         port=port or settings.http_port,
         log_level="info",
         lifespan="on",
+        # The client address is jetflow's to decide (``api.client_address``, from
+        # JETFLOW_TRUSTED_PROXIES): uvicorn's own rule would believe X-Forwarded-For from any
+        # peer in FORWARDED_ALLOW_IPS (127.0.0.1 by default), a fresh address per spoofed guess.
+        proxy_headers=False,
     )
     server = _Server(config, runtime)
     logging.getLogger("jetflow").info("NATS at %s", runtime.nats_url)

@@ -8,7 +8,7 @@ import logging
 import os
 
 from adapters.sandbox import Bubblewrap, Unconfined
-from cli import sandboxing
+from cli import retrying, sandboxing
 from clients.worker import NodeCaps, Worker
 
 log = logging.getLogger("jetflow.worker")
@@ -33,6 +33,7 @@ def add_parser(
         "--max-processes", type=int, default=defaults.processes, help="processes and threads"
     )
     caps.add_argument("--allow-network", action="store_true", help="grant tasks that ask network")
+    retrying.add_arguments(worker)
     box = worker.add_argument_group("sandbox")
     box.add_argument(
         "--sandbox-bin",
@@ -75,5 +76,6 @@ def main(args: argparse.Namespace) -> int:
         poll_s=args.poll,
         heartbeat_s=args.heartbeat,
         max_tasks=args.max_tasks,
+        backoff=retrying.backoff(args),
     )
     return asyncio.run(node.run_until_signalled())

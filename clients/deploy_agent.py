@@ -29,11 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from adapters.deploy_modes import available_modes, uv_binary
 from adapters.sandbox import OwnProcesses, SharedProcesses
-from clients.polling import PollingClient
+from clients.polling import ApiCalls, Backoff, PollingClient
 
 log = logging.getLogger("jetflow.deploy_agent")
 MAX_LOG_BYTES = 1_000_000
@@ -95,8 +93,9 @@ class DeployAgent(PollingClient):
         api_key: str | None = None,
         poll_s: float = 1.0,
         max_deployments: int = 0,
+        backoff: Backoff | None = None,
     ) -> None:
-        super().__init__(api, api_key, poll_s=poll_s)
+        super().__init__(api, api_key, poll_s=poll_s, backoff=backoff)
         self.plan = plan
         self.steps = steps
         self.work_dir = work_dir
@@ -120,7 +119,7 @@ class DeployAgent(PollingClient):
                 await self.deploy(http, claim.json())
                 self.done += 1
 
-    async def deploy(self, http: httpx.AsyncClient, job: dict[str, Any]) -> None:
+    async def deploy(self, http: ApiCalls, job: dict[str, Any]) -> None:
         deployment_id = job["deployment_id"]
         home = self.work_dir / deployment_id
         home.mkdir(parents=True, exist_ok=True)

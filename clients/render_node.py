@@ -7,6 +7,10 @@ subjects the server lets it use.
 
 It renders nothing: each "frame" is a sleep, and its output hash is the xxh3-128 of a
 deterministic stand-in for the image, so a 10,000-frame job can be driven on one machine.
+
+Over HTTP every call follows ``clients.polling.ApiCalls``: a 429, 502/503/504 or a lost
+connection is waited out with backoff, forever, until SIGINT/SIGTERM stops the nodes (each after
+its current frame).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +29,7 @@ from nats.aio.client import Client
 
 from adapters.event_store import servers
 from adapters.nats_auth import NatsCredentials, command_subject, connect, inbox_prefix
-from clients.polling import api_client
+from clients.polling import ApiCalls, Backoff, Stopped, api_client
 
 
 @dataclass
@@ -78,8 +83,10 @@ class NatsTransport:
 
 
 class HttpTransport:
-    def __init__(self, api: str, api_key: str | None) -> None:
-        self.http = api_client(api.rstrip("/"), api_key, 30)
+    def __init__(
+        self, api: str, api_key: str | None, stop: asyncio.Event, backoff: Backoff
+    ) -> None:
+        self.http = ApiCalls(api_client(api.rstrip("/"), api_key, 30), stop, backoff)
 
     async def call(self, verb: str, body: dict[str, Any]) -> dict[str, Any] | None:
         if verb == "lease":
@@ -111,6 +118,13 @@ class SimulatedNode:
     stats: NodeStats = field(default_factory=NodeStats)
 
     async def run(self, stop: asyncio.Event) -> NodeStats:
+        try:
+            await self._lease_until(stop)
+        except Stopped:
+            pass  # a report still waiting for the API is given up: the frame times out, runs again
+        return self.stats
+
+    async def _lease_until(self, stop: asyncio.Event) -> None:
         idle_since = time.monotonic()
         while not stop.is_set():
             lease = await self.transport.call("lease", {"node_id": self.node_id})
@@ -125,7 +139,6 @@ class SimulatedNode:
             idle_since = time.monotonic()
             self.stats.leases += 1
             await self._render(lease)
-        return self.stats
 
     async def _render(self, lease: dict[str, Any]) -> None:
         job_id, frame = lease["job_id"], lease["frame"]
@@ -164,14 +177,19 @@ async def run_nodes(
     idle_exit_s: float | None,
     seed: int | None,
     prefix: str = "render-node",
+    backoff: Backoff | None = None,
 ) -> list[NodeStats]:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     transports: list[Transport] = []
     for _ in range(count):
         if nats_identity is not None:
             transports.append(await NatsTransport.connect(nats_identity))
         else:
             assert api is not None
-            transports.append(HttpTransport(api, api_key))
+            transports.append(HttpTransport(api, api_key, stop, backoff or Backoff()))
     rng = random.Random(seed)
     nodes = [
         SimulatedNode(
@@ -184,7 +202,6 @@ async def run_nodes(
         )
         for i, transport in enumerate(transports)
     ]
-    stop = asyncio.Event()
     try:
         return list(await asyncio.gather(*(node.run(stop) for node in nodes)))
     finally:

@@ -16,12 +16,11 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import psutil
 
 from adapters.code_runner import RunLimits, run_python
 from adapters.sandbox import Sandbox
-from clients.polling import PollingClient
+from clients.polling import ApiCalls, Backoff, PollingClient, Stopped
 
 log = logging.getLogger("jetflow.worker")
 
@@ -67,8 +66,9 @@ class Worker(PollingClient):
         poll_s: float = 1.0,
         heartbeat_s: float = 5.0,
         max_tasks: int = 0,
+        backoff: Backoff | None = None,
     ) -> None:
-        super().__init__(api, api_key, poll_s=poll_s)
+        super().__init__(api, api_key, poll_s=poll_s, backoff=backoff)
         self.sandbox = sandbox
         self.caps = caps or NodeCaps()
         self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}".replace(".", "-")
@@ -94,8 +94,8 @@ class Worker(PollingClient):
                 with contextlib.suppress(asyncio.CancelledError):
                     await beats
 
-    async def _heartbeats(self, http: httpx.AsyncClient) -> None:
-        while True:
+    async def _heartbeats(self, http: ApiCalls) -> None:
+        while not self.stopping:
             memory = psutil.virtual_memory()
             body = {
                 "resources": {
@@ -108,12 +108,14 @@ class Worker(PollingClient):
                 },
             }
             try:
-                (await http.post(f"/nodes/{self.node_id}/heartbeat", json=body)).raise_for_status()
-            except httpx.HTTPError as error:
-                log.warning("heartbeat failed: %s", error)
+                beat = await http.post(f"/nodes/{self.node_id}/heartbeat", json=body)
+            except Stopped:
+                return
+            if beat.status_code >= 400:
+                log.warning("heartbeat refused: HTTP %d", beat.status_code)
             await asyncio.sleep(self.heartbeat_s)
 
-    async def _run_task(self, http: httpx.AsyncClient, task: dict[str, Any]) -> None:
+    async def _run_task(self, http: ApiCalls, task: dict[str, Any]) -> None:
         task_id = task["task_id"]
         log.info("running task %s (attempt %s)", task_id, task["attempt"])
         started = await http.post(

@@ -36,6 +36,7 @@ SEED_CODES = {
     "forbidden": 4000,
     "unauthorized": 4000,
     "rate_limited": 4000,
+    "auth_failures_exceeded": 4000,
     "internal_error": 5000,
 }
 SEED_MESSAGES = {
