@@ -16,6 +16,11 @@ rest. Completion hashes the staged object, links it into the content-addressed s
 ``UploadCompleted`` and only then drops the staged object, so a crash in between is completed
 again by the next HEAD or PATCH.
 
+A final upload (concatenation) is decided on its parts'
+recorded lengths before a byte is written, recorded, and only then are its parts' blobs streamed
+into its staged object, which completes like any other; a crash in between leaves a recorded
+final upload that the next HEAD joins again, or the expiry timer gives up.
+
 Staged objects live in this process's data folder, so one process writes an upload at a time;
 ``_WRITERS`` serialises the requests of one upload inside it.
 """
@@ -36,7 +41,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from uuid6 import uuid7
 
-from adapters.blob_store import BlobStore
+from adapters.blob_store import OUT_OF_SPACE, BlobStore
 from adapters.envelope import Metadata
 from domain.base import DomainError, Gone, Invalid, NotFound, StateConflict
 from domain.uploads import (
@@ -46,10 +51,12 @@ from domain.uploads import (
     CreateUpload,
     DeclareUploadLength,
     ExpireUpload,
+    Part,
     RecordChunk,
     TerminateUpload,
     UploadState,
     UploadStatus,
+    check_parts,
 )
 from handlers.commands import CommandContext, CommandService
 from projections.uploads import uploads
@@ -110,6 +117,8 @@ class _KeyedLocks:
 
 
 _WRITERS = _KeyedLocks()
+JOINER = CommandContext(Metadata(actor="system:uploads"))
+TIMER = CommandContext(Metadata(actor="system:timer"))
 
 
 def _now() -> datetime:
@@ -133,6 +142,10 @@ def _require_live(state: UploadState) -> None:
         raise Gone("upload_expired", "The upload expired before it was finished")
 
 
+def _expires(now: datetime, limits: UploadLimits) -> datetime | None:
+    return now + timedelta(seconds=limits.lifetime_s) if limits.lifetime_s else None
+
+
 async def create_upload(
     commands: CommandService,
     blobs: BlobStore,
@@ -149,7 +162,7 @@ async def create_upload(
         file_type=new.metadata.get("file_type") or new.metadata.get("filetype"),
         length=new.length,
         partial=new.partial,
-        expires_at=now + timedelta(seconds=limits.lifetime_s) if limits.lifetime_s else None,
+        expires_at=_expires(now, limits),
         metadata=new.metadata,
         max_size=limits.max_size,
     )
@@ -169,31 +182,63 @@ async def concatenate(
     context: CommandContext,
     limits: UploadLimits,
 ) -> tuple[str, UploadState]:
-    """Join completed partial uploads, streaming their blobs into one, then record the result."""
-    digests = []
+    """Create a final upload from completed partial uploads, then join their bytes into it.
+
+    Nothing is written before every check has passed: the list itself (each part once, a bounded
+    number), each part's recorded state, and the sum of their recorded lengths against the
+    maximum size."""
+    check_parts(parts)  # before a single part is read
+    now = _now()
+    facts = []
     for part in parts:
         state = await load(commands, part, context)
-        _require_live(state)
-        if not state.partial:
-            raise Invalid("upload_not_partial", f"Upload {part} is not a partial upload")
-        if state.status is not UploadStatus.COMPLETED or state.xxh3 is None:
-            raise StateConflict("upload_parts_unfinished", f"Partial upload {part} is unfinished")
-        digests.append(state.xxh3)
-    stored = await asyncio.to_thread(blobs.compose, digests)
+        status = UploadStatus.EXPIRED if state.expired_at(now) else state.status
+        facts.append(
+            Part(upload_id=part, partial=state.partial, status=status, length=state.offset)
+        )
     upload_id = uuid7().hex
     command = ConcatenateUploads(
         upload_id=upload_id,
         owner=owner,
         filename=metadata.get("filename"),
         file_type=metadata.get("file_type") or metadata.get("filetype"),
-        parts=parts,
-        length=stored.size,
-        xxh3=stored.digest,
+        parts=facts,
+        expires_at=_expires(now, limits),
         metadata=metadata,
         max_size=limits.max_size,
     )
-    await commands.execute(UPLOAD, upload_id, command, context)
-    return upload_id, await load(commands, upload_id, context)
+    await commands.execute(UPLOAD, upload_id, command, context, at=now)
+    async with _WRITERS.hold(upload_id):
+        return upload_id, await _join(commands, blobs, upload_id, context)
+
+
+async def _join(
+    commands: CommandService, blobs: BlobStore, upload_id: str, context: CommandContext
+) -> UploadState:
+    """Stream a recorded final upload's parts into its staged object, then complete it.
+
+    Nothing of a join that fails stays (the staged object is removed as it fails). When the
+    store is full, the final upload is also terminated, and the ``OSError`` goes on to be
+    answered 507: the client creates the final upload again later. After any other failure the
+    final upload stays recorded, to be joined by the next HEAD or given up by the expiry timer."""
+    state = await load(commands, upload_id, context)
+    digests = []
+    for part in state.parts:
+        joined: UploadState = (await commands.repository.load(UPLOAD, part))[0]
+        assert joined.xxh3 is not None  # completed when the final was decided, and stays so
+        digests.append(joined.xxh3)
+    try:
+        await asyncio.to_thread(blobs.compose_staged, upload_id, digests)
+    except OSError as error:
+        if error.errno in OUT_OF_SPACE:
+            await commands.execute(UPLOAD, upload_id, TerminateUpload(upload_id=upload_id), JOINER)
+        raise
+    return await _complete(commands, blobs, upload_id, context)
+
+
+def _owner(state: UploadState) -> str:
+    assert state.owner is not None  # every created upload records its owner
+    return state.owner
 
 
 async def current(
@@ -206,15 +251,15 @@ async def current(
         async with _WRITERS.hold(upload_id):
             state = await load(commands, upload_id, context)
             if _due(state):
-                state = await _complete(commands, blobs, upload_id, context)
+                finish = _join if state.parts else _complete
+                state = await finish(commands, blobs, upload_id, context)
     return state
 
 
 def _due(state: UploadState) -> bool:
-    return (
-        state.status is UploadStatus.UPLOADING
-        and state.length is not None
-        and state.offset == state.length
+    """Unfinished, yet all its bytes are there: a final upload's are its parts'."""
+    return state.status is UploadStatus.UPLOADING and (
+        bool(state.parts) or (state.length is not None and state.offset == state.length)
     )
 
 
@@ -229,7 +274,7 @@ async def receive_chunk(
     content_length: int | None,
     upload_length: int | None,
     checksum: Checksum | None,
-    max_size: int,
+    limits: UploadLimits,
 ) -> UploadState:
     async with _WRITERS.hold(upload_id):
         state = await load(commands, upload_id, context)
@@ -242,7 +287,7 @@ async def receive_chunk(
         declare = None
         if upload_length is not None and state.length is None:
             declare = DeclareUploadLength(
-                upload_id=upload_id, length=upload_length, max_size=max_size, at=now
+                upload_id=upload_id, length=upload_length, max_size=limits.max_size, at=now
             )
             state = UPLOAD.fold(UPLOAD.decide(state, declare), state)
         if content_length == 0:  # only declares a length, or probes
@@ -257,7 +302,7 @@ async def receive_chunk(
                 xxh3=_NO_DIGEST, at=now,
             )  # fmt: skip
             UPLOAD.decide(state, probe)
-        room = (state.length if state.length is not None else max_size) - offset
+        room = (state.length if state.length is not None else limits.max_size) - offset
         chunk_hash = xxhash.xxh3_128()
         check = checksum.hasher() if checksum else None
         received = 0
@@ -343,7 +388,7 @@ async def expire_uploads(
     expired = await commands.execute_each(
         UPLOAD,
         ((upload_id, ExpireUpload(upload_id=upload_id, at=now)) for upload_id in stale),
-        CommandContext(Metadata(actor="system:timer")),
+        TIMER,
         at=now,
     )
     for upload_id in stale:
