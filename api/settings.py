@@ -59,6 +59,8 @@ class Settings:
     webhook_allow: str = ""
     upload_expires_s: float = 86_400.0
     upload_max_size: int = 10 * 1024**3
+    # Bytes one owner's uploads may hold, unfinished and stored; 0: no quota.
+    user_storage_quota_bytes: int = 0
     live_queue: int = 1000
     jwt_algorithm: str = "HS256"
     jwt_key: str | None = None
@@ -73,6 +75,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         check_jwt_key(self.jwt_algorithm, self.jwt_key)
+        if self.user_storage_quota_bytes < 0:
+            raise ValueError("JETFLOW_USER_STORAGE_QUOTA_BYTES must be 0 (no quota) or more")
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -105,6 +109,7 @@ class Settings:
             webhook_allow=_env("JETFLOW_WEBHOOK_ALLOW", ""),
             upload_expires_s=float(_env("JETFLOW_UPLOAD_EXPIRES_S", "86400")),
             upload_max_size=int(_env("JETFLOW_UPLOAD_MAX_SIZE", str(10 * 1024**3))),
+            user_storage_quota_bytes=int(_env("JETFLOW_USER_STORAGE_QUOTA_BYTES", "0")),
             live_queue=int(_env("JETFLOW_LIVE_QUEUE", "1000")),
             jwt_algorithm=_env("JETFLOW_JWT_ALGORITHM", "HS256"),
             jwt_key=_jwt_key(),

@@ -3,7 +3,9 @@
 A chunk is handled in an order that never half-records, whatever the moment of a crash:
 
 1. ``decide`` is asked first, as a dry run on the current state (it is pure), so a wrong offset,
-   an expired upload or a body longer than the upload is refused before a byte is written;
+   an expired upload or a body longer than the upload is refused before a byte is written; an
+   upload whose length is still deferred then reserves the bytes on their way in its owner's
+   storage account (``handlers.storage``), which refuses them past the quota;
 2. the body streams to the upload's staged object at the recorded offset (never whole in memory),
    hashed on the way (xxh3-128 for the event, sha1 or xxh3 when the client sent a checksum);
 3. ``ChunkReceived`` is appended. If anything before it fails (a checksum mismatch, a body past
@@ -16,7 +18,8 @@ rest. Completion hashes the staged object, links it into the content-addressed s
 ``UploadCompleted`` and only then drops the staged object, so a crash in between is completed
 again by the next HEAD or PATCH.
 
-A final upload (concatenation) is decided on its parts'
+Every upload reserves its declared length in its owner's storage account before it is created,
+and commits it there once complete. A final upload (concatenation) is decided on its parts'
 recorded lengths before a byte is written, recorded, and only then are its parts' blobs streamed
 into its staged object, which completes like any other; a crash in between leaves a recorded
 final upload that the next HEAD joins again, or the expiry timer gives up.
@@ -54,10 +57,12 @@ from domain.uploads import (
     Part,
     RecordChunk,
     TerminateUpload,
+    UploadCreated,
     UploadState,
     UploadStatus,
     check_parts,
 )
+from handlers import storage
 from handlers.commands import CommandContext, CommandService
 from projections.uploads import uploads
 
@@ -87,6 +92,7 @@ class Checksum:
 class UploadLimits:
     max_size: int
     lifetime_s: float
+    quota: int  # bytes one owner's uploads may hold; 0: no quota
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,29 @@ def _expires(now: datetime, limits: UploadLimits) -> datetime | None:
     return now + timedelta(seconds=limits.lifetime_s) if limits.lifetime_s else None
 
 
+async def _create_reserved(
+    commands: CommandService,
+    command: CreateUpload | ConcatenateUploads,
+    context: CommandContext,
+    limits: UploadLimits,
+    now: datetime,
+) -> None:
+    """Record a new upload after reserving its length, which is given back if the upload could
+    not be recorded. ``decide`` is asked first as a dry run, so an upload that would be refused
+    reserves nothing; it is also where a final upload's length comes from."""
+    [created] = UPLOAD.decide(UploadState(), command)
+    assert isinstance(created, UploadCreated)
+    length = created.length or 0
+    await storage.reserve(commands, command.owner, command.upload_id, length, limits.quota, context)
+    recorded = False
+    try:
+        await commands.execute(UPLOAD, command.upload_id, command, context, at=now)
+        recorded = True
+    finally:
+        if not recorded and length:
+            await storage.release(commands, command.owner, command.upload_id, context)
+
+
 async def create_upload(
     commands: CommandService,
     blobs: BlobStore,
@@ -166,7 +195,7 @@ async def create_upload(
         metadata=new.metadata,
         max_size=limits.max_size,
     )
-    await commands.execute(UPLOAD, upload_id, command, context, at=now)
+    await _create_reserved(commands, command, context, limits, now)
     state = await load(commands, upload_id, context)
     if new.length == 0:
         state = await _complete(commands, blobs, upload_id, context)
@@ -185,8 +214,8 @@ async def concatenate(
     """Create a final upload from completed partial uploads, then join their bytes into it.
 
     Nothing is written before every check has passed: the list itself (each part once, a bounded
-    number), each part's recorded state, and the sum of their recorded lengths against the
-    maximum size."""
+    number), each part's recorded state, the sum of their recorded lengths against the maximum
+    size, and that sum against the owner's storage quota."""
     check_parts(parts)  # before a single part is read
     now = _now()
     facts = []
@@ -207,7 +236,7 @@ async def concatenate(
         metadata=metadata,
         max_size=limits.max_size,
     )
-    await commands.execute(UPLOAD, upload_id, command, context, at=now)
+    await _create_reserved(commands, command, context, limits, now)
     async with _WRITERS.hold(upload_id):
         return upload_id, await _join(commands, blobs, upload_id, context)
 
@@ -218,9 +247,10 @@ async def _join(
     """Stream a recorded final upload's parts into its staged object, then complete it.
 
     Nothing of a join that fails stays (the staged object is removed as it fails). When the
-    store is full, the final upload is also terminated, and the ``OSError`` goes on to be
-    answered 507: the client creates the final upload again later. After any other failure the
-    final upload stays recorded, to be joined by the next HEAD or given up by the expiry timer."""
+    store is full, the final upload is also terminated and its reservation given back, and the
+    ``OSError`` goes on to be answered 507: the client creates the final upload again later.
+    After any other failure the final upload stays recorded, to be joined by the next HEAD or
+    given up by the expiry timer."""
     state = await load(commands, upload_id, context)
     digests = []
     for part in state.parts:
@@ -232,6 +262,7 @@ async def _join(
     except OSError as error:
         if error.errno in OUT_OF_SPACE:
             await commands.execute(UPLOAD, upload_id, TerminateUpload(upload_id=upload_id), JOINER)
+            await storage.release(commands, _owner(state), upload_id, JOINER)
         raise
     return await _complete(commands, blobs, upload_id, context)
 
@@ -302,7 +333,27 @@ async def receive_chunk(
                 xxh3=_NO_DIGEST, at=now,
             )  # fmt: skip
             UPLOAD.decide(state, probe)
-        room = (state.length if state.length is not None else limits.max_size) - offset
+        owner = _owner(state)
+        if declare is not None:
+            await storage.reserve(commands, owner, upload_id, declare.length, limits.quota, context)
+        reserved = None
+        if state.length is None and content_length != 0:
+            # A deferred upload holds what it received and the body on its way; a body of no
+            # told length may take what the maximum size and the quota leave it.
+            most = limits.max_size - offset
+            body_length = (
+                min(content_length, most)
+                if content_length is not None
+                else await _room(commands, owner, upload_id, offset, limits)
+            )
+            reserved = offset + body_length
+            await storage.reserve(commands, owner, upload_id, reserved, limits.quota, context)
+        if state.length is not None:
+            room = state.length - offset
+        elif reserved is not None:
+            room = reserved - offset
+        else:
+            room = limits.max_size - offset
         chunk_hash = xxhash.xxh3_128()
         check = checksum.hasher() if checksum else None
         received = 0
@@ -345,6 +396,10 @@ async def receive_chunk(
         finally:
             if not recorded:
                 blobs.truncate_staged(upload_id, offset)
+        if reserved is not None and reserved != offset + received:  # hold what came, no more
+            await storage.reserve(
+                commands, owner, upload_id, offset + received, limits.quota, context
+            )
         state = await load(commands, upload_id, context)
         if _due(state):
             state = await _complete(commands, blobs, upload_id, context)
@@ -358,16 +413,32 @@ async def _complete(
     command = CompleteUpload(upload_id=upload_id, length=stored.size, xxh3=stored.digest, at=_now())
     await commands.execute(UPLOAD, upload_id, command, context, at=command.at)
     blobs.discard_staged(upload_id)
-    return await load(commands, upload_id, context)
+    state = await load(commands, upload_id, context)
+    await storage.commit(commands, _owner(state), upload_id, stored.size, context)
+    return state
+
+
+async def _room(
+    commands: CommandService, owner: str, upload_id: str, offset: int, limits: UploadLimits
+) -> int:
+    """How many more bytes a deferred upload at ``offset`` may take: the maximum size bounds
+    it, and so does its owner's quota if there is one."""
+    room = (await storage.account(commands, owner)).room(upload_id, limits.quota)
+    most = limits.max_size - offset
+    return most if room is None else max(0, min(most, room - offset))
 
 
 async def terminate(
     commands: CommandService, blobs: BlobStore, upload_id: str, context: CommandContext
 ) -> None:
-    """Forget an upload; a completed upload's blob stays (another upload may share it)."""
+    """Forget an upload; a completed upload's blob stays (another upload may share it), so its
+    bytes stay counted as stored, while an unfinished one's reservation is given back."""
     async with _WRITERS.hold(upload_id):
         await commands.execute(UPLOAD, upload_id, TerminateUpload(upload_id=upload_id), context)
         blobs.discard_staged(upload_id)
+        state: UploadState = (await commands.repository.load(UPLOAD, upload_id))[0]
+        if state.xxh3 is None:
+            await storage.release(commands, _owner(state), upload_id, context)
 
 
 async def expire_uploads(
@@ -376,7 +447,8 @@ async def expire_uploads(
     blobs: BlobStore,
     now: datetime,
 ) -> int:
-    """Record the expiry of unfinished uploads past their lifetime and drop their bytes."""
+    """Record the expiry of unfinished uploads past their lifetime, drop their bytes and give
+    their reservations back."""
     async with sessions() as session:
         stale = (
             await session.scalars(
@@ -395,4 +467,5 @@ async def expire_uploads(
         state: UploadState = (await commands.repository.load(UPLOAD, upload_id))[0]
         if state.status is UploadStatus.EXPIRED:
             blobs.discard_staged(upload_id)
+            await storage.release(commands, _owner(state), upload_id, TIMER)
     return expired

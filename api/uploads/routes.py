@@ -87,6 +87,7 @@ def _limits(settings: Settings) -> UploadLimits:
     return UploadLimits(
         max_size=settings.upload_max_size,
         lifetime_s=settings.upload_expires_s,
+        quota=settings.user_storage_quota_bytes,
     )
 
 

@@ -45,6 +45,7 @@ TUS_STATUS = {
     "upload_not_partial": 400,
     "upload_parts_repeated": 400,
     "upload_too_many_parts": 400,
+    "storage_quota_exceeded": 413,
 }
 _METADATA_KEY = re.compile(r"^[!-+\--~]+$")  # printable ASCII without space or comma
 STORAGE_FULL = ErrorBody(

@@ -1,6 +1,6 @@
-"""Finding 6, tus concatenation: a final upload was composed before it was checked, so 1000
-copies of one 50 KiB part wrote their joined 50 MB blob and only then answered 413, leaving the
-blob behind.
+"""Finding 6, tus concatenation and storage: a final upload was composed before it was checked,
+so 1000 copies of one 50 KiB part wrote their joined 50 MB blob and only then answered 413,
+leaving the blob behind; and nothing bounded how much one user could make the service store.
 
 Every attack goes over tus to the served system (real HTTP, a real nats-server, SQLite), and the
 blob store's folder itself is looked at: a refusal must leave every file in it as it was.
@@ -12,6 +12,7 @@ import contextlib
 import os
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,13 +22,16 @@ import pytest
 from adapters.envelope import Metadata
 from adapters.nats_server import EmbeddedNatsServer
 from api.settings import Settings
+from domain.storage import STORAGE, ReserveStorage, account_id
 from domain.uploads import UPLOAD, ConcatenateUploads, Part, UploadStatus
+from handlers import storage
 from handlers.commands import CommandContext
 from tests.conftest import Service, start_service
 
 ServiceFactory = Callable[..., Awaitable[Service]]
 KIB = 1024
 MAX_SIZE = 200 * KIB
+QUOTA = 400 * KIB
 TUS = {"Tus-Resumable": "1.0.0"}
 CHUNK = {**TUS, "Content-Type": "application/offset+octet-stream"}
 
@@ -45,6 +49,7 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
         stream="CONCAT",
         rate_limit_per_minute=100_000,
         upload_max_size=MAX_SIZE,
+        user_storage_quota_bytes=QUOTA,
     )
     service = await start_service(settings)
     try:
@@ -61,8 +66,11 @@ def blob_files(service: Service) -> dict[str, int]:
 
 
 async def recorded(service: Service) -> int:
-    """Upload events so far (the files slice reacts to uploads, too)."""
-    return len(await service.runtime.store.read_subject("ev.upload.>"))
+    """Upload and storage-account events so far (the files slice reacts to uploads, too)."""
+    store = service.runtime.store
+    return len(await store.read_subject("ev.upload.>")) + len(
+        await store.read_subject("ev.storage.>")
+    )
 
 
 async def create(client: httpx.AsyncClient, length: int, **headers: str) -> httpx.Response:
@@ -174,6 +182,76 @@ async def test_a_join_cut_off_by_a_crash_is_finished_by_head(served: Service) ->
     assert served.runtime.blobs.staged_size(final_id) == 0
 
 
+# ---------------------------------------------------------------- the storage quota
+
+
+async def test_a_user_over_the_quota_gets_413_while_another_user_still_uploads(
+    served: Service,
+) -> None:
+    ann = await served.client_as("operator", "ann")
+    bob = await served.client_as("operator", "bob")
+    first = await create(ann, 200 * KIB)
+    assert first.status_code == 201, first.text
+    assert (await create(ann, 150 * KIB)).status_code == 201
+
+    # Declared lengths of unfinished uploads count: 350 KiB are held, 100 more do not fit.
+    error = await refused(served, create(ann, 100 * KIB), 413, "storage_quota_exceeded")
+    message = str(error["message"])
+    assert f"quota is {QUOTA} bytes" in message and f"{350 * KIB} are in use" in message
+    # Nor may a deferred length carry the bytes past it.
+    deferred = await ann.post("/uploads/", headers={**TUS, "Upload-Defer-Length": "1"})
+    assert deferred.status_code == 201, deferred.text
+    await refused(
+        served,
+        ann.patch(
+            deferred.headers["Location"],
+            content=os.urandom(100 * KIB),
+            headers={**CHUNK, "Upload-Offset": "0"},
+        ),
+        413,
+        "storage_quota_exceeded",
+    )
+
+    # Another user's uploads are their own account's.
+    other = await create(bob, 100 * KIB)
+    assert other.status_code == 201, other.text
+
+    # A terminated unfinished upload gives its bytes back.
+    gone = await ann.delete(first.headers["Location"], headers=TUS)
+    assert gone.status_code == 204, gone.text
+    assert (await create(ann, 100 * KIB)).status_code == 201
+
+
+async def test_a_final_upload_is_held_to_the_quota_before_it_is_joined(served: Service) -> None:
+    carol = await served.client_as("operator", "carol")
+    parts = [await partial(carol, os.urandom(90 * KIB)) for _ in range(2)]  # 180 KiB stored
+    assert (await create(carol, 100 * KIB)).status_code == 201  # 100 KiB in flight
+
+    # The join copies the parts' bytes: 180 KiB more would be 460 of a 400 KiB quota.
+    error = await refused(served, final(carol, parts), 413, "storage_quota_exceeded")
+    assert f"{280 * KIB} are in use ({180 * KIB} stored" in str(error["message"])
+
+
+async def test_a_reservation_left_by_a_dead_request_is_reclaimed_when_it_blocks(
+    served: Service,
+) -> None:
+    dave = await served.client_as("operator", "dave")
+    died = CommandContext(Metadata(actor="user:dave"))
+    now = datetime.now(UTC)
+    for upload_id, at in (("deadbeef01", now - timedelta(minutes=2)), ("deadbeef02", now)):
+        # A request that reserved bytes and died before its upload was recorded.
+        leak = ReserveStorage(
+            owner="dave", upload_id=upload_id, length=200 * KIB, quota=QUOTA, at=at
+        )
+        await served.runtime.commands.execute(STORAGE, account_id("dave"), leak, died)
+
+    # 400 KiB are held by leaks: the old one is reclaimed, the one just made is not.
+    assert (await create(dave, 150 * KIB)).status_code == 201
+    await refused(served, create(dave, 100 * KIB), 413, "storage_quota_exceeded")
+    held = (await storage.account(served.runtime.commands, "dave")).in_flight
+    assert "deadbeef01" not in held and "deadbeef02" in held and len(held) == 2
+
+
 # ---------------------------------------------------------------- a really full disk
 
 
@@ -226,6 +304,7 @@ async def test_a_full_disk_answers_507_and_a_join_that_does_not_fit_leaves_nothi
     [given_up] = finals
     events = await service.runtime.store.read_subject(f"ev.upload.{given_up['upload_id']}.>")
     assert [e.type for e in events] == ["UploadCreated", "UploadTerminated"]
+    assert (await storage.account(service.runtime.commands, "eve")).in_flight == {}
 
     # An ordinary chunk that does not fit is told the same.
     made = await create(eve, 512 * KIB)
