@@ -5,12 +5,13 @@ stream to a temporary file and are renamed into place, so a reader never sees ha
 
 Resumable uploads grow a *staged* object chunk by chunk under a key (the upload id) before it
 becomes a blob. ``BlobStore`` is the interface the services use; an S3-compatible store could
-implement it (staging as a multipart upload, ``compose`` with part copies).
+implement it (staging as a multipart upload, ``compose_staged`` with part copies).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import AsyncIterable, Iterable, Iterator
@@ -22,6 +23,8 @@ import xxhash
 
 READ_SIZE = 1024 * 1024
 STAGING = ".staging"
+# How a write tells that the store has no room (the disk, or the service user's disk quota).
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,10 @@ class BlobStore(Protocol):
 
     def put_bytes(self, data: bytes) -> StoredBlob: ...
 
-    def compose(self, digests: Iterable[str]) -> StoredBlob:
-        """Store the concatenation of existing blobs as a blob of its own."""
+    def compose_staged(self, key: str, digests: Iterable[str]) -> None:
+        """Make a staged object the concatenation of existing blobs (whatever it held before).
+
+        If writing fails part-way, the staged object is removed: nothing of it is left behind."""
         ...
 
     def staged_size(self, key: str) -> int: ...
@@ -85,9 +90,6 @@ class LocalBlobStore:
     def read(self, digest: str) -> bytes:
         return self.path(digest).read_bytes()
 
-    def compose(self, digests: Iterable[str]) -> StoredBlob:
-        return self._store(chunk for digest in digests for chunk in _read_chunks(self.path(digest)))
-
     # ------------------------------------------------------------ staged objects
 
     def _staged(self, key: str) -> Path:
@@ -109,6 +111,20 @@ class LocalBlobStore:
             out.seek(offset)
             async for chunk in chunks:
                 out.write(chunk)
+
+    def compose_staged(self, key: str, digests: Iterable[str]) -> None:
+        path = self._staged(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        written = False
+        try:
+            with open(path, "wb") as out:
+                for digest in digests:
+                    for chunk in _read_chunks(self.path(digest)):
+                        out.write(chunk)
+            written = True
+        finally:
+            if not written:
+                path.unlink(missing_ok=True)
 
     def truncate_staged(self, key: str, size: int) -> None:
         if self.staged_size(key) > size:  # never grow it: that would invent zero bytes

@@ -60,6 +60,8 @@ class Settings:
     webhook_allow: str = ""
     upload_expires_s: float = 86_400.0
     upload_max_size: int = 10 * 1024**3
+    # Bytes one owner's uploads may hold, unfinished and stored; 0: no quota.
+    user_storage_quota_bytes: int = 0
     live_queue: int = 1000
     # Live feeds (SSE, WebSocket) open at once per credential and in all; each holds a consumer.
     live_feeds_per_key: int = 20
@@ -89,6 +91,8 @@ class Settings:
         ):
             if least < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.user_storage_quota_bytes < 0:
+            raise ValueError("JETFLOW_USER_STORAGE_QUOTA_BYTES must be 0 (no quota) or more")
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -121,6 +125,7 @@ class Settings:
             webhook_allow=_env("JETFLOW_WEBHOOK_ALLOW", ""),
             upload_expires_s=float(_env("JETFLOW_UPLOAD_EXPIRES_S", "86400")),
             upload_max_size=int(_env("JETFLOW_UPLOAD_MAX_SIZE", str(10 * 1024**3))),
+            user_storage_quota_bytes=int(_env("JETFLOW_USER_STORAGE_QUOTA_BYTES", "0")),
             live_queue=int(_env("JETFLOW_LIVE_QUEUE", "1000")),
             live_feeds_per_key=int(_env("JETFLOW_LIVE_FEEDS_PER_KEY", "20")),
             live_feeds_total=int(_env("JETFLOW_LIVE_FEEDS_TOTAL", "1000")),

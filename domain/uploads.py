@@ -11,18 +11,21 @@ orders two processes deciding at once. The bytes themselves never enter an event
 carries its offset, length and xxh3-128 digest.
 
 Concatenation (tus ``Upload-Concat``): *partial* uploads are ordinary uploads flagged ``partial``;
-a *final* upload is created already assembled from completed partial uploads, so it is recorded
-as created and completed in one atomic append and never holds an unfinished state.
+a *final* upload is decided from its completed parts' recorded lengths before a byte of it exists
+(each part once, at most ``MAX_PARTS``, their sum within the maximum size), is created with that
+length, and completes once its parts' bytes have been joined into its own blob.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from domain.base import (
     AGGREGATE_ID_PATTERN,
@@ -40,6 +43,9 @@ UploadId = Annotated[str, StringConstraints(pattern=AGGREGATE_ID_PATTERN)]
 Length = Annotated[int, Field(ge=0)]
 Digest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 MetadataText = Annotated[str, StringConstraints(max_length=4096)]
+# The most partial uploads one final upload joins (tus sets no bound; a list this long is already
+# far beyond what parallel clients send).
+MAX_PARTS = 1000
 
 
 class UploadStatus(StrEnum):
@@ -86,16 +92,27 @@ class CompleteUpload(Command):
     at: Instant
 
 
+class Part(BaseModel):
+    """What a final upload is decided on about one of its parts: that part's recorded state (the
+    parts are other aggregates, so the caller reads them from their events)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    upload_id: UploadId
+    partial: bool
+    status: UploadStatus  # ``expired`` once past its lifetime, even before the timer records it
+    length: Length  # the bytes it holds: its recorded offset
+
+
 class ConcatenateUploads(Command):
-    """Create a final upload from completed partial uploads whose bytes were already joined."""
+    """Create a final upload from completed partial uploads, before their bytes are joined."""
 
     upload_id: UploadId
     owner: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     filename: MetadataText | None = None
     file_type: MetadataText | None = None
-    parts: Annotated[list[UploadId], Field(min_length=1, max_length=1000)]
-    length: Length
-    xxh3: Digest
+    parts: Annotated[list[Part], Field(min_length=1)]
+    expires_at: datetime | None
     metadata: dict[str, MetadataText] = {}
     max_size: Annotated[int, Field(gt=0)]
 
@@ -201,26 +218,24 @@ def decide(state: UploadState, command: Command) -> list[Event]:
             ]
         case ConcatenateUploads():
             _require_new(state, command.upload_id)
-            if command.length > command.max_size:
-                raise _too_large(command.length, command.max_size)
+            check_parts([part.upload_id for part in command.parts])
+            for part in command.parts:
+                _require_joinable(part)
+            length = sum(part.length for part in command.parts)
+            if length > command.max_size:
+                raise _too_large(length, command.max_size)
             return [
                 UploadCreated(
                     upload_id=command.upload_id,
                     owner=command.owner,
                     filename=command.filename,
                     file_type=command.file_type,
-                    length=command.length,
+                    length=length,
                     partial=False,
-                    parts=command.parts,
-                    expires_at=None,
+                    parts=[part.upload_id for part in command.parts],
+                    expires_at=command.expires_at,
                     metadata=command.metadata,
-                ),
-                UploadCompleted(
-                    upload_id=command.upload_id,
-                    length=command.length,
-                    xxh3=command.xxh3,
-                    partial=False,
-                ),
+                )
             ]
     if not state.exists:
         upload_id = getattr(command, "upload_id", "?")
@@ -265,7 +280,8 @@ def decide(state: UploadState, command: Command) -> list[Event]:
             return [UploadLengthDeclared(upload_id=command.upload_id, length=command.length)]
         case CompleteUpload():
             _require_open(state, command.at)
-            if state.length is None or state.offset != state.length:
+            # A final upload receives no chunks: its bytes are its parts', joined at once.
+            if not state.parts and (state.length is None or state.offset != state.length):
                 raise StateConflict(
                     "upload_unfinished", f"{state.offset} of {state.length} bytes were received"
                 )
@@ -290,6 +306,40 @@ def decide(state: UploadState, command: Command) -> list[Event]:
                 raise StateConflict("upload_not_expired", "The upload is within its lifetime")
             return [UploadExpired(upload_id=command.upload_id)]
     raise Invalid("unknown_command", f"Uploads do not handle {type(command).__name__}")
+
+
+def check_parts(parts: Sequence[str]) -> None:
+    """A final upload names each partial upload once, and at most ``MAX_PARTS`` of them.
+
+    tus lets a partial upload be joined into any number of final uploads but does not say that
+    one list may name it twice; a repeat only multiplies bytes that were uploaded once (1000
+    copies of a 50 kB part make 50 MB), so it is refused. Callers check the list before they
+    read a single part."""
+    if len(parts) > MAX_PARTS:
+        raise Invalid(
+            "upload_too_many_parts",
+            f"A final upload joins at most {MAX_PARTS} partial uploads, not {len(parts)}",
+        )
+    repeated = sorted(upload_id for upload_id, n in Counter(parts).items() if n > 1)
+    if repeated:
+        raise Invalid(
+            "upload_parts_repeated",
+            f"Each partial upload may appear once in a final upload; repeated: "
+            f"{', '.join(repeated[:5])}",
+        )
+
+
+def _require_joinable(part: Part) -> None:
+    if part.status in (UploadStatus.TERMINATED, UploadStatus.EXPIRED):
+        raise Gone(
+            f"upload_{part.status.value}", f"Partial upload {part.upload_id} is {part.status}"
+        )
+    if not part.partial:
+        raise Invalid("upload_not_partial", f"Upload {part.upload_id} is not a partial upload")
+    if part.status is not UploadStatus.COMPLETED:
+        raise StateConflict(
+            "upload_parts_unfinished", f"Partial upload {part.upload_id} is unfinished"
+        )
 
 
 def _require_new(state: UploadState, upload_id: str) -> None:

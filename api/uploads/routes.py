@@ -14,14 +14,13 @@ from litestar.exceptions import InternalServerException
 from litestar.params import FromPath
 from sqlalchemy import select
 
-from adapters.blob_store import LocalBlobStore
+from adapters.blob_store import OUT_OF_SPACE, LocalBlobStore
 from api.answers import Answer, Instant
 from api.dependencies import AppSettings, Blobs, Commands, ReadAfter, read_after
 from api.http import OPERATE, PUBLIC, READ, command_context, owner_for_new, owner_scope, path_id
 from api.settings import Settings
 from api.uploads.tus import (
     EXTENSIONS,
-    OUT_OF_SPACE,
     TUS_HANDLERS,
     TUS_VERSION,
     bad_header,
@@ -85,7 +84,11 @@ async def _body(request: Request[Any, Any, Any]) -> AsyncIterator[bytes]:
 
 
 def _limits(settings: Settings) -> UploadLimits:
-    return UploadLimits(max_size=settings.upload_max_size, lifetime_s=settings.upload_expires_s)
+    return UploadLimits(
+        max_size=settings.upload_max_size,
+        lifetime_s=settings.upload_expires_s,
+        quota=settings.user_storage_quota_bytes,
+    )
 
 
 async def _write(
@@ -106,7 +109,7 @@ async def _write(
         content_length=int_header(request, "Content-Length"),
         upload_length=int_header(request, "Upload-Length"),
         checksum=parse_checksum(request.headers.get("Upload-Checksum")),
-        max_size=settings.upload_max_size,
+        limits=_limits(settings),
     )
 
 

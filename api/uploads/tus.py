@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import errno
 import logging
 import re
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from urllib.parse import urlparse
 from litestar import Request, Response
 from litestar.datastructures import ResponseHeader
 
+from adapters.blob_store import OUT_OF_SPACE
 from api.errors import EXCEPTION_HANDLERS, ApiError, error_response
 from api.http import path_id
 from api.routing import API_V1
@@ -43,14 +43,17 @@ TUS_STATUS = {
     "upload_is_final": 403,
     "upload_parts_unfinished": 400,
     "upload_not_partial": 400,
+    "upload_parts_repeated": 400,
+    "upload_too_many_parts": 400,
+    "storage_quota_exceeded": 413,
 }
 _METADATA_KEY = re.compile(r"^[!-+\--~]+$")  # printable ASCII without space or comma
-OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 STORAGE_FULL = ErrorBody(
     status=507,
     code="insufficient_storage",
-    message="The server's storage is full: this request's bytes were not kept and nothing was "
-    "recorded; the upload keeps its offset, so resume it (HEAD, then PATCH) later",
+    message="The server's storage is full and this request's bytes were not kept: an upload "
+    "keeps its recorded offset, so resume it (HEAD, then PATCH) later; a final upload was given "
+    "up, so create it again later",
 )
 
 log = logging.getLogger(__name__)
