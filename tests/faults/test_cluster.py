@@ -156,12 +156,12 @@ async def kill_one_node_under_load(
 
 
 async def test_kill_9_a_follower_of_a_3_node_cluster_under_load(tmp_path: Path) -> None:
-    await kill_one_node_under_load(tmp_path, a_pure_follower, commands=2000, catch_up_s=60)
+    await kill_one_node_under_load(tmp_path, a_pure_follower, commands=1200, catch_up_s=60)
 
 
 async def test_kill_9_the_leader_of_the_projection_consumer_under_load(tmp_path: Path) -> None:
     await kill_one_node_under_load(
-        tmp_path, the_projection_consumer_leader, commands=1500, catch_up_s=20
+        tmp_path, the_projection_consumer_leader, commands=1000, catch_up_s=20
     )
 
 

@@ -36,7 +36,7 @@ from tests.faults.harness import (
 
 pytestmark = pytest.mark.faults
 
-COMMANDS = 3000
+COMMANDS = 2000
 CONCURRENCY = 50
 
 
