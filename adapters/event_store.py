@@ -251,9 +251,9 @@ class JetStreamEventStore:
             last, index = seq, index + 1
         return AppendResult(first, last, duplicate=True)
 
-    async def _stored_under(self, msg_id: str) -> int | None:
+    async def _stored_under(self, message_id: str) -> int | None:
         headers = {
-            "Nats-Msg-Id": msg_id,
+            "Nats-Msg-Id": message_id,
             "Nats-Expected-Last-Msg-Id": nats.nuid.NUID().next().decode(),
         }
         try:
@@ -265,7 +265,7 @@ class JetStreamEventStore:
                 return None
             raise _translate(error.err_code, error.description) from error
         if not ack.duplicate:
-            raise EventStoreError(f"a lookup of {msg_id!r} was stored at {ack.seq}")
+            raise EventStoreError(f"a lookup of {message_id!r} was stored at {ack.seq}")
         return int(ack.seq)
 
     async def _publish_one(
@@ -285,17 +285,26 @@ class JetStreamEventStore:
     ) -> AppendResult:
         batch_id = nats.nuid.NUID().next().decode()
         count = len(messages)
+        batch: list[tuple[str, bytes, dict[str, str]]] = []
         for index, (subject, body) in enumerate(messages, start=1):
             headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(index)}
             if index == 1:
                 headers.update(guard)
             if idempotency_key:
                 headers["Nats-Msg-Id"] = msg_id(idempotency_key, index)
-            if index < count:
-                await self.nc.publish(subject, body, headers=headers)
-                continue
-            headers["Nats-Batch-Commit"] = "1"
-            reply = await self.nc.request(subject, body, timeout=5.0, headers=headers)
+            if index == count:
+                headers["Nats-Batch-Commit"] = "1"
+            batch.append((subject, body, headers))
+        # Only the commit is a request: the server's refusal of a larger message before it goes
+        # unheard, and the commit then fails as "batch is incomplete". So the same limit is
+        # checked here first, and told as the server tells it for a single event.
+        limit = self.settings.max_msg_size
+        if any(_wire_size(body, headers) > limit for _, body, headers in batch):
+            raise EventTooLarge("message size exceeds maximum allowed")
+        for subject, body, headers in batch[:-1]:
+            await self.nc.publish(subject, body, headers=headers)
+        subject, body, headers = batch[-1]
+        reply = await self.nc.request(subject, body, timeout=5.0, headers=headers)
         ack = json.loads(reply.data)
         if error := ack.get("error"):
             raise _translate(error.get("err_code"), error.get("description", ""))
@@ -386,6 +395,13 @@ def msg_id(idempotency_key: str, index: int) -> str:
 def servers(url: str) -> list[str]:
     """``NATS_URL`` may list a cluster's nodes separated by commas; nats-py wants a list."""
     return [part.strip() for part in url.split(",") if part.strip()]
+
+
+def _wire_size(body: bytes, headers: dict[str, str]) -> int:
+    """What the server holds against ``max_msg_size``: the body and the header block
+    (``NATS/1.0\\r\\n``, a ``Name: value\\r\\n`` line per header, a blank line)."""
+    lines = sum(len(name.encode()) + len(value.encode()) + 4 for name, value in headers.items())
+    return len(body) + 12 + lines
 
 
 def _limit(configured: int | None) -> int | None:

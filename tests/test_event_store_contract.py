@@ -23,6 +23,7 @@ from handlers.ports import (
     DuplicateAppend,
     EventStore,
     EventStoreError,
+    EventTooLarge,
 )
 from slices.catalogue import CATALOGUE
 from tests.task_events import progressed, submitted
@@ -133,8 +134,10 @@ async def test_a_batch_is_stored_all_or_nothing(store: EventStore) -> None:
     with pytest.raises(ConcurrencyConflict):
         await store.append("task", "t1", [progressed("t1", 3), progressed("t1", 4)], 0)
     too_big = [progressed("t1", 5), progressed("t1", 6).model_copy(update={"message": "x" * 2**21})]
-    with pytest.raises(EventStoreError):
+    with pytest.raises(EventTooLarge):
         await store.append("task", "t1", too_big, 3)
+    with pytest.raises(EventTooLarge):  # the first of a batch too, whose refusal goes unheard
+        await store.append("task", "t1", list(reversed(too_big)), 3)
     with pytest.raises(EventStoreError):
         await store.append("task", "t1", [progressed("t1", 7)] * 1001, 3)
     with pytest.raises(ValueError):
