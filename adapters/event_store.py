@@ -170,6 +170,12 @@ class JetStreamEventStore:
                 return
             if action == "CREATE" and error.get("err_code") == 10058:  # name already in use
                 continue
+            if no_room(error.get("err_code"), error.get("description")):
+                # A stream's byte limit is reserved in the server's store when it is set.
+                raise StoreFull(
+                    f"the stream {self.stream} cannot be given {self.settings.max_bytes} bytes "
+                    f"(JETFLOW_STREAM_MAX_BYTES): {error.get('description')}"
+                )
             raise EventStoreError(f"stream {action.lower()} failed: {error}")
 
     async def last_seq(self) -> int:

@@ -29,6 +29,7 @@ from nats.aio.client import Client
 from adapters.nats_server import EmbeddedNatsServer
 from api.settings import Settings
 from tests.conftest import Service, start_service
+from tests.security.conftest import embedded_env, jetflow
 
 POOL_BYTES = 96 * 1024  # the server's max_file_store
 BALLAST_BYTES = 40 * 1024  # another stream's share of it, deleted to free space
@@ -225,3 +226,16 @@ def test_a_stream_limit_that_is_not_a_positive_byte_count_stops_the_start(
     monkeypatch.setenv("JETFLOW_STREAM_MAX_BYTES", value)
     with pytest.raises(ValueError, match="JETFLOW_STREAM_MAX_BYTES must be a positive number"):
         Settings.from_env()
+
+
+async def test_a_stream_limit_the_servers_store_cannot_hold_stops_the_start_in_one_line(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "tiny.conf"
+    config.write_text(f"jetstream {{\n  max_file_store: {POOL_BYTES}\n}}\n")
+    async with EmbeddedNatsServer(store_dir=tmp_path / "nats", config_file=config) as server:
+        env = embedded_env(tmp_path / "data")
+        env.update(NATS_URL=server.url, JETFLOW_STREAM_MAX_BYTES=str(4 * POOL_BYTES))
+        code, _, err = await jetflow(env, "serve", timeout=60)
+    assert code == 1, err[-2000:]
+    assert "JETFLOW_STREAM_MAX_BYTES" in err and "Traceback" not in err, err[-2000:]
