@@ -231,7 +231,7 @@ class JetStreamEventStore:
                 subject, body = messages[0]
                 headers = dict(guard)
                 if idempotency_key:
-                    headers["Nats-Msg-Id"] = idempotency_key
+                    headers["Nats-Msg-Id"] = msg_id(idempotency_key, 1)
                 result = await self._publish_one(subject, body, headers)
             else:
                 result = await self._publish_batch(messages, guard, idempotency_key)

@@ -104,7 +104,7 @@ class MemoryEventStore:
         self._forget_old_msg_ids()
         self._check_size(messages)
         if len(messages) == 1:
-            msg_ids = [idempotency_key] if idempotency_key else []
+            msg_ids = [msg_id(idempotency_key, 1)] if idempotency_key else []
             self._check_version(aggregate, aggregate_id, expected_version)
             if msg_ids and (seen := self._msg_ids.get(msg_ids[0])) is not None:
                 return AppendResult(seen[0], seen[0], duplicate=True)
