@@ -5,6 +5,11 @@ sequence of the aggregate's last event (its *version*) through
 ``Nats-Expected-Last-Subject-Sequence`` scoped to ``ev.<aggregate>.<id>.*``. Several events from
 one command go in one JetStream atomic batch (server >= 2.12, stream ``allow_atomic``), so they are
 stored all or none with consecutive sequences; a single event is a plain publish.
+
+A write that finds no room is refused with ``StoreFull`` whichever limit it met (the server's
+``max_file_store``, the account's storage, the stream's own ``max_bytes``, a full disk); the store
+remembers what the latest refused append needed until an append succeeds, so that health can say
+whether the log can take it again.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from nats.js.errors import APIError, NotFoundError
 
 from adapters.envelope import (
@@ -40,13 +46,26 @@ from handlers.ports import (
     DuplicateAppend,
     EventStoreError,
     EventTooLarge,
+    StoreFull,
 )
 
 S = TypeVar("S")
 
 WRONG_LAST_SEQUENCE = 10071
+WRONG_LAST_MSG_ID = 10070
 BATCH_DUPLICATE_MSG_ID = 10201
 MESSAGE_TOO_LARGE = 10054
+# A write that finds no room (nats-server's errors.json): the account's storage limit, the
+# server's (``max_file_store``), storage resources exhausted (clustered placement).
+STORAGE_EXHAUSTED = frozenset({10002, 10023, 10047})
+# "Stream store failed": how a stream's own limits with discard new ("maximum bytes exceeded",
+# "maximum messages exceeded") and a full disk ("no space left on device") are told; other
+# store failures under this code are not about room.
+STREAM_STORE_FAILED = 10077
+_NO_ROOM = ("maximum", "no space left")
+# What a stored message costs besides its subject and body: our headers (expected sequence,
+# message id, batch) and the file store's record framing; an estimate on the generous side.
+_RECORD_OVERHEAD = 256
 _READ_PAGE = 1000
 
 
@@ -57,6 +76,8 @@ class StreamSettings:
     max_msg_size: int = 1024 * 1024
     duplicate_window_s: float = 120.0
     max_age_s: float = 0.0
+    # The stream's own byte limit (-1: none, only the server's and the account's apply).
+    max_bytes: int = -1
 
     def as_config(self) -> dict[str, Any]:
         return {
@@ -64,7 +85,9 @@ class StreamSettings:
             "subjects": [f"{SUBJECT_PREFIX}.>"],
             "retention": "limits",
             "storage": "file",
-            "discard": "old",
+            # A full log refuses the next event; it never drops the oldest to make room.
+            "discard": "new",
+            "max_bytes": self.max_bytes,
             "num_replicas": self.replicas,
             "max_msg_size": self.max_msg_size,
             "max_age": int(self.max_age_s * 1e9),
@@ -78,6 +101,28 @@ class StreamSettings:
         }
 
 
+@dataclass(frozen=True)
+class StorageState:
+    """How full the log is, as far as JetStream tells a client.
+
+    ``stream_room``/``account_room``: bytes left under the stream's and the account's limits
+    (None where no such limit is set; the server's own ``max_file_store`` is not shown to
+    clients). ``refused_bytes``: what the latest append needed when it was refused for want of
+    room, None once an append succeeds.
+    """
+
+    used_bytes: int
+    limit_bytes: int | None
+    stream_room: int | None
+    account_room: int | None
+    refused_bytes: int | None
+
+    def has_room_for_refused(self) -> bool:
+        """Whether the stream's and the account's limits would take the refused append now."""
+        needed = self.refused_bytes or 0
+        return all(room is None or room >= needed for room in (self.stream_room, self.account_room))
+
+
 class JetStreamEventStore:
     """The event store port on one JetStream stream."""
 
@@ -88,6 +133,7 @@ class JetStreamEventStore:
         self.js: JetStreamContext = nc.jetstream()
         self.codec = EventCodec(aggregates)
         self.settings = settings or StreamSettings()
+        self._refused_bytes: int | None = None
 
     @classmethod
     async def connect(
@@ -124,11 +170,32 @@ class JetStreamEventStore:
                 return
             if action == "CREATE" and error.get("err_code") == 10058:  # name already in use
                 continue
+            if no_room(error.get("err_code"), error.get("description")):
+                # A stream's byte limit is reserved in the server's store when it is set.
+                raise StoreFull(
+                    f"the stream {self.stream} cannot be given {self.settings.max_bytes} bytes "
+                    f"(JETFLOW_STREAM_MAX_BYTES): {error.get('description')}"
+                )
             raise EventStoreError(f"stream {action.lower()} failed: {error}")
 
     async def last_seq(self) -> int:
         info = await self.js.stream_info(self.stream)
         return int(info.state.last_seq)
+
+    async def storage(self) -> StorageState:
+        """The stream's bytes and the limits a client can see (stream info, account info)."""
+        info = await self.js.stream_info(self.stream)
+        account = await self.js.account_info()
+        used = int(info.state.bytes)
+        stream_limit = _limit(info.config.max_bytes)
+        account_limit = _limit(account.limits.max_storage)
+        return StorageState(
+            used_bytes=used,
+            limit_bytes=stream_limit if stream_limit is not None else account_limit,
+            stream_room=None if stream_limit is None else stream_limit - used,
+            account_room=None if account_limit is None else account_limit - account.storage,
+            refused_bytes=self._refused_bytes,
+        )
 
     # ------------------------------------------------------------------ append
 
@@ -159,13 +226,53 @@ class JetStreamEventStore:
             )
             for event in events
         ]
-        if len(messages) == 1:
-            subject, body = messages[0]
-            headers = dict(guard)
-            if idempotency_key:
-                headers["Nats-Msg-Id"] = idempotency_key
-            return await self._publish_one(subject, body, headers)
-        return await self._publish_batch(messages, guard, idempotency_key)
+        try:
+            if len(messages) == 1:
+                subject, body = messages[0]
+                headers = dict(guard)
+                if idempotency_key:
+                    headers["Nats-Msg-Id"] = msg_id(idempotency_key, 1)
+                result = await self._publish_one(subject, body, headers)
+            else:
+                result = await self._publish_batch(messages, guard, idempotency_key)
+        except StoreFull:
+            self._refused_bytes = sum(len(s) + len(b) + _RECORD_OVERHEAD for s, b in messages)
+            raise
+        self._refused_bytes = None
+        return result
+
+    async def appended(self, idempotency_key: str) -> AppendResult | None:
+        """Where the append made with ``idempotency_key`` was stored, within the duplicate window.
+
+        Asked by publishing under its message ids with an expected last message id no message
+        has: the server answers a duplicate's sequence before it checks that expectation, and
+        the expectation refuses anything else, so the question never stores a message.
+        """
+        first = await self._stored_under(msg_id(idempotency_key, 1))
+        if first is None:
+            return None
+        # Batches are a few events long and their ids consecutive: ask until one is unknown.
+        last, index = first, 2
+        while (seq := await self._stored_under(msg_id(idempotency_key, index))) is not None:
+            last, index = seq, index + 1
+        return AppendResult(first, last, duplicate=True)
+
+    async def _stored_under(self, message_id: str) -> int | None:
+        headers = {
+            "Nats-Msg-Id": message_id,
+            "Nats-Expected-Last-Msg-Id": nats.nuid.NUID().next().decode(),
+        }
+        try:
+            ack: PubAck = await self.js.publish(
+                f"{SUBJECT_PREFIX}.lookup", b"", stream=self.stream, headers=headers
+            )
+        except APIError as error:
+            if error.err_code == WRONG_LAST_MSG_ID:
+                return None
+            raise _translate(error.err_code, error.description) from error
+        if not ack.duplicate:
+            raise EventStoreError(f"a lookup of {message_id!r} was stored at {ack.seq}")
+        return int(ack.seq)
 
     async def _publish_one(
         self, subject: str, body: bytes, headers: dict[str, str]
@@ -184,17 +291,26 @@ class JetStreamEventStore:
     ) -> AppendResult:
         batch_id = nats.nuid.NUID().next().decode()
         count = len(messages)
+        batch: list[tuple[str, bytes, dict[str, str]]] = []
         for index, (subject, body) in enumerate(messages, start=1):
             headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(index)}
             if index == 1:
                 headers.update(guard)
             if idempotency_key:
-                headers["Nats-Msg-Id"] = f"{idempotency_key}:{index}"
-            if index < count:
-                await self.nc.publish(subject, body, headers=headers)
-                continue
-            headers["Nats-Batch-Commit"] = "1"
-            reply = await self.nc.request(subject, body, timeout=5.0, headers=headers)
+                headers["Nats-Msg-Id"] = msg_id(idempotency_key, index)
+            if index == count:
+                headers["Nats-Batch-Commit"] = "1"
+            batch.append((subject, body, headers))
+        # Only the commit is a request: the server's refusal of a larger message before it goes
+        # unheard, and the commit then fails as "batch is incomplete". So the same limit is
+        # checked here first, and told as the server tells it for a single event.
+        limit = self.settings.max_msg_size
+        if any(_wire_size(body, headers) > limit for _, body, headers in batch):
+            raise EventTooLarge("message size exceeds maximum allowed")
+        for subject, body, headers in batch[:-1]:
+            await self.nc.publish(subject, body, headers=headers)
+        subject, body, headers = batch[-1]
+        reply = await self.nc.request(subject, body, timeout=5.0, headers=headers)
         ack = json.loads(reply.data)
         if error := ack.get("error"):
             raise _translate(error.get("err_code"), error.get("description", ""))
@@ -274,12 +390,42 @@ class JetStreamEventStore:
         return state, recorded[-1].seq if recorded else 0
 
 
+def msg_id(idempotency_key: str, index: int) -> str:
+    """The ``Nats-Msg-Id`` of an append's ``index``-th event (from 1): the key itself for the
+    first, ``<key>:<index>`` for the others. A resend that decides a different number of events
+    than its first delivery (a node's first heartbeat is two events, the next one) still meets
+    the first's id, so it is told apart as a duplicate instead of being appended again."""
+    return idempotency_key if index == 1 else f"{idempotency_key}:{index}"
+
+
 def servers(url: str) -> list[str]:
     """``NATS_URL`` may list a cluster's nodes separated by commas; nats-py wants a list."""
     return [part.strip() for part in url.split(",") if part.strip()]
 
 
-def _translate(err_code: int | None, description: str) -> EventStoreError:
+def _wire_size(body: bytes, headers: dict[str, str]) -> int:
+    """What the server holds against ``max_msg_size``: the body and the header block
+    (``NATS/1.0\\r\\n``, a ``Name: value\\r\\n`` line per header, a blank line)."""
+    lines = sum(len(name.encode()) + len(value.encode()) + 4 for name, value in headers.items())
+    return len(body) + 12 + lines
+
+
+def _limit(configured: int | None) -> int | None:
+    """A JetStream limit as bytes, None for "no limit" (-1 or 0)."""
+    return configured if configured is not None and configured > 0 else None
+
+
+def no_room(err_code: int | None, description: str | None) -> bool:
+    """Whether a JetStream refusal of a write means the store has no room for it."""
+    if err_code in STORAGE_EXHAUSTED:
+        return True
+    told = (description or "").lower()
+    return err_code == STREAM_STORE_FAILED and any(words in told for words in _NO_ROOM)
+
+
+def _translate(err_code: int | None, description: str | None) -> EventStoreError:
+    if no_room(err_code, description):
+        return StoreFull(f"{err_code}: {description}")
     if err_code == WRONG_LAST_SEQUENCE:
         return ConcurrencyConflict(description)
     if err_code == BATCH_DUPLICATE_MSG_ID:

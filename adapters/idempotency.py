@@ -4,6 +4,11 @@ JetStream's ``Nats-Msg-Id`` stops a second *append*, but the server checks the e
 first, and a resent command may no longer pass ``decide`` (a second cancel). So the first answer is
 kept in a JetStream key-value bucket and handed back before deciding anything.
 
+The bucket shares the JetStream store with the event stream, so when the server or the account
+runs out of room a record can be refused just after its command's append was taken (the append
+that crosses the limit is stored, the next write is not): that refusal is ``StoreFull``, and the
+command path answers what was appended all the same.
+
 The in-memory records keep the same bytes under the same keys, so the fast test tier goes through
 the real encoding of an answer; they never expire (a test lives far less than the bucket's TTL).
 """
@@ -16,10 +21,15 @@ from dataclasses import asdict
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import APIError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from adapters.event_store import no_room
 from handlers.outcome import CommandOutcome
+from handlers.ports import StoreFull
+
+# Rewritten by ``writable``; not a record key (those are ``<aggregate>.<Command>.<digest>``).
+_PROBE_KEY = "jetflow-probe"
 
 
 class KeyValueIdempotencyRecords:
@@ -48,7 +58,24 @@ class KeyValueIdempotencyRecords:
         return _recalled(entry.value) if entry.value is not None else None
 
     async def put(self, scope: str, key: str, outcome: CommandOutcome) -> None:
-        await self.kv.put(_key(scope, key), _remembered(outcome))
+        await self._put(_key(scope, key), _remembered(outcome))
+
+    async def writable(self) -> bool:
+        """Whether the store takes a write now: one small value rewritten under a fixed key
+        (history 1, so the bucket does not grow), refused when the server or account is full."""
+        try:
+            await self._put(_PROBE_KEY, b"1")
+        except StoreFull:
+            return False
+        return True
+
+    async def _put(self, key: str, value: bytes) -> None:
+        try:
+            await self.kv.put(key, value)
+        except APIError as error:
+            if no_room(error.err_code, error.description):
+                raise StoreFull(f"{error.err_code}: {error.description}") from error
+            raise
 
 
 class MemoryIdempotencyRecords:

@@ -32,7 +32,7 @@ from adapters.envelope import (
     subject_for,
     to_domain,
 )
-from adapters.event_store import StreamSettings
+from adapters.event_store import StreamSettings, msg_id
 from domain.base import Aggregate, AggregateIndex, Event
 from handlers.ports import (
     AppendResult,
@@ -104,7 +104,7 @@ class MemoryEventStore:
         self._forget_old_msg_ids()
         self._check_size(messages)
         if len(messages) == 1:
-            msg_ids = [idempotency_key] if idempotency_key else []
+            msg_ids = [msg_id(idempotency_key, 1)] if idempotency_key else []
             self._check_version(aggregate, aggregate_id, expected_version)
             if msg_ids and (seen := self._msg_ids.get(msg_ids[0])) is not None:
                 return AppendResult(seen[0], seen[0], duplicate=True)
@@ -113,19 +113,29 @@ class MemoryEventStore:
             if count > MAX_BATCH:
                 raise EventStoreError(f"atomic publish batch is too large: {MAX_BATCH}")
             msg_ids = (
-                [f"{idempotency_key}:{i}" for i in range(1, count + 1)] if idempotency_key else []
+                [msg_id(idempotency_key, i) for i in range(1, count + 1)] if idempotency_key else []
             )
-            if any(msg_id in self._msg_ids for msg_id in msg_ids):
+            if any(known in self._msg_ids for known in msg_ids):
                 raise DuplicateAppend("atomic publish batch contains duplicate message id")
             self._check_version(aggregate, aggregate_id, expected_version)
         first = len(self._messages) + 1
         now = time.monotonic()
         for subject, data in messages:
             self._messages.append(_Message(tuple(subject.split(".")), data))
-        for seq, msg_id in enumerate(msg_ids, start=first):
-            self._msg_ids[msg_id] = (seq, now)
+        for seq, stored in enumerate(msg_ids, start=first):
+            self._msg_ids[stored] = (seq, now)
         self._versions[(aggregate, aggregate_id)] = len(self._messages)
         return AppendResult(first, len(self._messages))
+
+    async def appended(self, idempotency_key: str) -> AppendResult | None:
+        await asyncio.sleep(0)
+        self._forget_old_msg_ids()
+        if (first := self._msg_ids.get(msg_id(idempotency_key, 1))) is None:
+            return None
+        last, index = first, 2
+        while (seen := self._msg_ids.get(msg_id(idempotency_key, index))) is not None:
+            last, index = seen, index + 1
+        return AppendResult(first[0], last[0], duplicate=True)
 
     def _check_size(self, messages: list[tuple[str, bytes]]) -> None:
         if any(len(data) > self.settings.max_msg_size for _, data in messages):

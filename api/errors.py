@@ -15,7 +15,15 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from nats.errors import Error as NatsError
 
-from handlers.errors import EXPECTED, ErrorBody, ErrorEnvelope, FieldError, describe
+from handlers.errors import (
+    EVENT_STORE_FULL,
+    EXPECTED,
+    ErrorBody,
+    ErrorEnvelope,
+    FieldError,
+    describe,
+)
+from handlers.ports import StoreFull
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +95,9 @@ def _litestar_validation(exc: ValidationException) -> ErrorBody:
 
 def refusal(request: Request[Any, Any, Any], exc: Exception) -> Refusal:
     """What ``exc`` tells the client, whichever envelope renders it. A broker outage is
-    expected in a cluster (logged without a traceback); an unexpected failure is logged whole
-    and told only as ``internal_error``."""
+    expected in a cluster and a full event store is the operator's to fix (each logged in one
+    line, without a traceback); an unexpected failure is logged whole and told only as
+    ``internal_error``."""
     match exc:
         case ApiError():
             return Refusal(exc.body, exc.headers)
@@ -102,6 +111,9 @@ def refusal(request: Request[Any, Any, Any], exc: Exception) -> Refusal:
             return Refusal(body, exc.headers)
         case RecursionError():  # a body nested deeper than the decoder's stack
             return Refusal(TOO_DEEP)
+        case StoreFull():
+            log.warning("%s %s: the event store is full: %s", request.method, request.url.path, exc)
+            return Refusal(EVENT_STORE_FULL)
         case NatsError():
             log.warning("%s %s: NATS unavailable: %r", request.method, request.url.path, exc)
             return Refusal(BROKER_UNAVAILABLE, {"Retry-After": "1"})

@@ -2,6 +2,9 @@
 
 Public, so it says whether NATS works and whether the service authenticates to it, but where
 the server listens only to an admin: the address is no business of an anonymous caller.
+
+A full event store leaves reads working and refuses every write (507 ``event_store_full``), so
+the service answers ``degraded`` (503) until the log can take the refused append again.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from handlers.projector import consumer_name
 
 VERSION = "0.1.0"
 Verdict = Literal["healthy", "unhealthy"]
+Overall = Literal["healthy", "degraded", "unhealthy"]
 
 
 class NatsHealth(Sparse):
@@ -39,6 +43,16 @@ class StreamHealth(Answer):
     name: str
     messages: int
     last_seq: int
+
+
+class EventStoreHealth(Answer):
+    """``full``: the latest append was refused for want of room and the log cannot take it yet.
+    ``limit_bytes``: the stream's own limit, else the account's; None when only the server's
+    ``max_file_store`` applies (JetStream does not show it to clients)."""
+
+    status: Literal["ok", "full"]
+    used_bytes: int
+    limit_bytes: int | None
 
 
 class ProjectionLag(Answer):
@@ -60,17 +74,19 @@ class SystemHealth(Answer):
 
 
 class HealthComponents(Sparse):
-    """Each part's health; ``stream`` and ``projections`` only when NATS answered."""
+    """Each part's health; ``stream``, ``event_store`` and ``projections`` only when NATS
+    answered."""
 
     nats: NatsHealth
     stream: StreamHealth | None = None
+    event_store: EventStoreHealth | None = None
     projections: dict[str, ProjectionLag] | None = None
     database: DatabaseHealth
     system: SystemHealth
 
 
 class Health(Answer):
-    status: Verdict
+    status: Overall
     version: str
     timestamp: float
     components: HealthComponents
@@ -88,6 +104,7 @@ class HealthController(Controller):
     async def health(self, request: Request[Any, Any, Any], runtime: Rt) -> Response[Health]:
         components: dict[str, Any] = {}
         healthy = True
+        full = False
         try:
             info = await runtime.store.js.stream_info(runtime.store.stream)
             principal = principal_of(request)
@@ -103,6 +120,17 @@ class HealthController(Controller):
                 name=runtime.store.stream,
                 messages=info.state.messages,
                 last_seq=info.state.last_seq,
+            )
+            storage = await runtime.store.storage()
+            # Room again means the stream's and the account's limits would take the refused
+            # append and the server takes a write (its own limit is not shown to clients).
+            full = storage.refused_bytes is not None and not (
+                storage.has_room_for_refused() and await runtime.idempotency.writable()
+            )
+            components["event_store"] = EventStoreHealth(
+                status="full" if full else "ok",
+                used_bytes=storage.used_bytes,
+                limit_bytes=storage.limit_bytes,
             )
             projections: dict[str, ProjectionLag] = {}
             for projection in runtime.catalogue.projections:
@@ -133,13 +161,14 @@ class HealthController(Controller):
             disk_percent=disk.percent,
             disk_free_bytes=disk.free,
         )
+        overall: Overall = "unhealthy" if not healthy else "degraded" if full else "healthy"
         body = Health(
-            status="healthy" if healthy else "unhealthy",
+            status=overall,
             version=VERSION,
             timestamp=time.time(),
             components=HealthComponents(**components),
         )
-        return Response(body, status_code=200 if healthy else 503)
+        return Response(body, status_code=200 if overall == "healthy" else 503)
 
 
 # What the catalogue mounts for this slice under /api/v1.

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from adapters.blob_store import LocalBlobStore
 from adapters.data_lock import DataDirLock
 from adapters.egress_policy import EgressPolicy
-from adapters.event_store import JetStreamEventStore, StreamSettings, servers
+from adapters.event_store import JetStreamEventStore, servers
 from adapters.idempotency import KeyValueIdempotencyRecords
 from adapters.nats_auth import AUTH_DIR_NAME, NatsAuthDir, NatsCredentials, connect
 from adapters.nats_server import EmbeddedNatsServer
@@ -62,6 +62,8 @@ class Runtime:
     nats_users: NatsAuthDir = field(init=False)
     data_lock: DataDirLock | None = None
     store: JetStreamEventStore = field(init=False)
+    # The remembered answers; health also asks it whether the store takes a write.
+    idempotency: KeyValueIdempotencyRecords = field(init=False)
     commands: CommandService = field(init=False)
     engine: AsyncEngine = field(init=False)
     sessions: async_sessionmaker[AsyncSession] = field(init=False)
@@ -98,14 +100,12 @@ class Runtime:
             self.nats_url = await self._start_embedded()
             self.nats_credentials = self.nats_users.service_credentials()
         nc = await connect(servers(self.nats_url), self.nats_credentials, "jetflow-event-store")
-        self.store = JetStreamEventStore(
-            nc, self.catalogue.aggregates, StreamSettings(name=s.stream, replicas=s.stream_replicas)
-        )
+        self.store = JetStreamEventStore(nc, self.catalogue.aggregates, s.stream_settings())
         await self.store.ensure_stream()
-        idempotency = await KeyValueIdempotencyRecords.open(
+        self.idempotency = await KeyValueIdempotencyRecords.open(
             self.store.js, f"{s.stream}_idempotency", replicas=s.stream_replicas
         )
-        self.commands = CommandService(self.store, idempotency, egress=self.egress)
+        self.commands = CommandService(self.store, self.idempotency, egress=self.egress)
         self.engine = create_engine(s.db_url or default_sqlite_url(s.data_dir.resolve()))
         self.sessions = session_factory(self.engine)
         self.frames = FrameScheduler(self.sessions)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.credentials import check_jwt_key
+from adapters.event_store import StreamSettings
 from api.client_address import TrustedProxies
 
 
@@ -16,6 +17,17 @@ def _env(name: str, default: str) -> str:
 
 def _path(name: str) -> Path | None:
     return Path(value) if (value := os.environ.get(name)) else None
+
+
+def _byte_limit(name: str) -> int:
+    """A positive number of bytes, or -1 (no limit) when unset: a limit of 0 or less would
+    refuse every event, so it stops the service at start instead."""
+    raw = os.environ.get(name)
+    if not raw:
+        return -1
+    if not (raw.isascii() and raw.isdigit()) or int(raw) <= 0:
+        raise ValueError(f"{name} must be a positive number of bytes, not {raw!r}")
+    return int(raw)
 
 
 def _jwt_key() -> str | None:
@@ -38,6 +50,9 @@ class Settings:
     db_url: str | None = None
     stream: str = "JETFLOW"
     stream_replicas: int = 1
+    # The event stream's own byte limit (-1: none); past it appends answer 507, and the rest of
+    # the server's store stays free for the idempotency bucket and other streams.
+    stream_max_bytes: int = -1
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     lease_grace_s: float = 30.0
@@ -94,6 +109,13 @@ class Settings:
         if self.user_storage_quota_bytes < 0:
             raise ValueError("JETFLOW_USER_STORAGE_QUOTA_BYTES must be 0 (no quota) or more")
 
+    def stream_settings(self) -> StreamSettings:
+        """The event stream as every jetflow command must declare it: the stream is updated to
+        this at each start, so a command given other values would change it."""
+        return StreamSettings(
+            name=self.stream, replicas=self.stream_replicas, max_bytes=self.stream_max_bytes
+        )
+
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
@@ -104,6 +126,7 @@ class Settings:
             db_url=os.environ.get("JETFLOW_DB_URL") or None,
             stream=_env("JETFLOW_STREAM", "JETFLOW"),
             stream_replicas=int(_env("JETFLOW_STREAM_REPLICAS", "1")),
+            stream_max_bytes=_byte_limit("JETFLOW_STREAM_MAX_BYTES"),
             http_host=_env("JETFLOW_HOST", "127.0.0.1"),
             http_port=int(_env("JETFLOW_PORT", "8000")),
             lease_grace_s=float(_env("JETFLOW_LEASE_GRACE_S", "30")),

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from adapters.data_lock import DataDirLock
-from adapters.event_store import JetStreamEventStore, StreamSettings, servers
+from adapters.event_store import JetStreamEventStore, servers
 from adapters.nats_auth import AUTH_DIR_NAME, NatsAuthDir, NatsCredentials, connect
 from adapters.nats_server import EmbeddedNatsServer
 from api.settings import Settings
@@ -53,11 +53,7 @@ async def joined_event_store(settings: Settings) -> AsyncIterator[JetStreamEvent
 
     try:
         nc = await connect(servers(url), credentials, "jetflow-cli")
-        store = JetStreamEventStore(
-            nc,
-            CATALOGUE.aggregates,
-            StreamSettings(name=settings.stream, replicas=settings.stream_replicas),
-        )
+        store = JetStreamEventStore(nc, CATALOGUE.aggregates, settings.stream_settings())
         await store.ensure_stream()
         try:
             yield store

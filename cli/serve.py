@@ -21,13 +21,14 @@ async def serve(settings: Settings, host: str | None, port: int | None) -> int:
     from api import log_redaction
     from api.app import create_app
     from api.runtime import ProjectionDatabaseUnreadable, Runtime
+    from handlers.ports import StoreFull
     from slices.catalogue import CATALOGUE
 
     log_redaction.install()
     runtime = Runtime(settings, CATALOGUE)
     try:
         await runtime.start()
-    except (DataDirInUse, ProjectionDatabaseUnreadable) as refused:
+    except (DataDirInUse, ProjectionDatabaseUnreadable, StoreFull) as refused:
         print(f"jetflow serve: {refused}", file=sys.stderr)
         return 1
     config = uvicorn.Config(

@@ -2,8 +2,10 @@
 
 A concurrency conflict means another writer got in first: the state is reloaded and the command
 decided again, a bounded number of times. A command with an idempotency key answers what its first
-delivery from the same sender answered, without deciding again. A command naming a callback URL
-is checked against the egress policy here, whichever edge it came by, so no slice can forget to.
+delivery from the same sender answered, without deciding again: from the remembered answer, or,
+when that is missing (a record that found no room), from the log within its duplicate window. A
+command naming a callback URL is checked against the egress policy here, whichever edge it came
+by, so no slice can forget to.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from adapters.egress_policy import EgressPolicy
 from adapters.envelope import Metadata, to_domain
 from domain.base import Aggregate, Command, DomainError, Event, Invalid, NotFound
 from handlers.outcome import CommandOutcome
-from handlers.ports import ConcurrencyConflict, DuplicateAppend, EventStore, IdempotencyRecords
+from handlers.ports import (
+    AppendResult,
+    ConcurrencyConflict,
+    DuplicateAppend,
+    EventStore,
+    IdempotencyRecords,
+    StoreFull,
+)
 from handlers.repository import AggregateRepository
 
 log = logging.getLogger(__name__)
@@ -82,14 +91,18 @@ class CommandService:
                 else:
                     state, version = await self.repository.load(aggregate, aggregate_id)
                 try:
-                    events = self._decide(aggregate, state, command, ctx)
+                    state, version, events = await self._decided(
+                        aggregate, aggregate_id, command, ctx, state, version, known is not None
+                    )
                 except DomainError:
-                    if known is None:
-                        raise
-                    # The cached state may be behind another process's writes: read, decide again.
-                    state, version = await self.repository.load(aggregate, aggregate_id)
-                    events = self._decide(aggregate, state, command, ctx)
+                    # A resend whose first answer was not remembered is decided on the state
+                    # its first delivery made: the log still says what that appended.
+                    if key is not None and (first := await self._logged_answer(scope, key)):
+                        return first
+                    raise
                 if not events:  # nothing to record: the command is already satisfied
+                    if key is not None and (first := await self._logged_answer(scope, key)):
+                        return first
                     return CommandOutcome(aggregate.name, aggregate_id, version, version, ())
                 try:
                     result = await self.store.append(
@@ -107,9 +120,13 @@ class CommandService:
                     continue
                 except DuplicateAppend:
                     assert key is not None
-                    return await self._first_answer(scope, key, None)
+                    if first := await self._logged_answer(scope, key):
+                        return first
+                    raise
                 if result.duplicate and key is not None:
-                    return await self._first_answer(scope, key, result.last_seq)
+                    # The ack names the first event; the log knows how many the append had.
+                    found = await self.store.appended(f"{scope}:{key}") or result
+                    return await self._answer_from_log(scope, key, found)
                 # The expected-sequence check proves nothing came between ``version`` and us.
                 self.repository.applied(aggregate, aggregate_id, state, events, result.last_seq)
                 outcome = CommandOutcome(
@@ -121,7 +138,7 @@ class CommandService:
                     decided=tuple(events),
                 )
                 if key is not None:
-                    await self.idempotency.put(scope, key, outcome)
+                    await self._remember(scope, key, outcome)
                 return outcome
         raise TooManyConflicts(
             f"{aggregate.name} {aggregate_id} changed {self.max_retries} times while deciding"
@@ -188,26 +205,64 @@ class CommandService:
         # A list first: a generator holding ``await`` is an async generator, which tuple() refuses.
         return tuple([to_domain(aggregate, await self.store.get(seq)) for seq in seqs])
 
-    async def _first_answer(self, scope: str, key: str, seq: int | None) -> CommandOutcome:
+    async def _decided(
+        self,
+        aggregate: Aggregate[Any],
+        aggregate_id: str,
+        command: Command,
+        ctx: CommandContext,
+        state: Any,
+        version: int,
+        cached: bool,
+    ) -> tuple[Any, int, list[Event]]:
+        """The events ``command`` decides on ``state``, with the state and version decided on."""
+        try:
+            return state, version, self._decide(aggregate, state, command, ctx)
+        except DomainError:
+            if not cached:
+                raise
+        # The cached state may be behind another process's writes: read, decide again.
+        state, version = await self.repository.load(aggregate, aggregate_id)
+        return state, version, self._decide(aggregate, state, command, ctx)
+
+    async def _remember(self, scope: str, key: str, outcome: CommandOutcome) -> None:
+        """Keep the answer for resends. A store with no room for the record has just taken the
+        command's events (the write that crosses a limit is stored, the next is refused): the
+        client is told what was appended all the same, and a resend within the duplicate window
+        finds it in the log."""
+        try:
+            await self.idempotency.put(scope, key, outcome)
+        except StoreFull as full:
+            log.warning(
+                "%s %s appended at %d..%d; its answer was not remembered: %s",
+                outcome.aggregate,
+                outcome.aggregate_id,
+                outcome.first_seq,
+                outcome.last_seq,
+                full,
+            )
+
+    async def _logged_answer(self, scope: str, key: str) -> CommandOutcome | None:
+        """The first answer, from the log, if an append with this key is in the duplicate
+        window."""
+        found = await self.store.appended(f"{scope}:{key}")
+        return None if found is None else await self._answer_from_log(scope, key, found)
+
+    async def _answer_from_log(self, scope: str, key: str, found: AppendResult) -> CommandOutcome:
         """The stream already holds this command's events: answer as the first delivery did.
 
-        The first delivery records its answer just after its append, so wait briefly for it; if
-        it died in between, a single event can still be read back by its sequence.
+        Its remembered answer may be missing (it died between its append and the record, or
+        the record found no room) or not written yet; the events themselves say the same.
         """
-        for _ in range(40):
-            if known := await self.idempotency.get(scope, key):
-                return known
-            await asyncio.sleep(0.05)
-        if seq is None:
-            raise DuplicateAppend(f"a command with idempotency key {key!r} is still in flight")
-        recorded = await self.store.get(seq)
+        seqs = range(found.first_seq, found.last_seq + 1)
+        recorded = [await self.store.get(seq) for seq in seqs]
         outcome = CommandOutcome(
-            aggregate=recorded.aggregate,
-            aggregate_id=recorded.aggregate_id,
-            first_seq=seq,
-            last_seq=seq,
-            events=(recorded.type,),
+            aggregate=recorded[0].aggregate,
+            aggregate_id=recorded[0].aggregate_id,
+            first_seq=found.first_seq,
+            last_seq=found.last_seq,
+            events=tuple(r.type for r in recorded),
             replayed=True,
         )
-        await self.idempotency.put(scope, key, outcome)
+        await self._remember(scope, key, outcome)
         return outcome

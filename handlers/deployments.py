@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from nats.aio.msg import Msg
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -62,6 +62,9 @@ ENDED = frozenset(
     for e in (DeploymentCompleted, DeploymentFailed, DeploymentCancelled, DeploymentTimedOut)
 )
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+# The config rides in the DeploymentAccepted event (its variables sealed, about 4/3 of their
+# size): bounded here, so an oversized one is refused before a slot is reserved for it.
+CONFIG_MAX_BYTES = 256 * 1024
 
 
 class DeploymentConfig(BaseModel):
@@ -90,6 +93,13 @@ class StartDeploymentRequest(WireModel):
         ],
         Field(max_length=100),
     ] = {}
+
+    @field_validator("config")
+    @classmethod
+    def _config_fits_an_event(cls, config: DeploymentConfig) -> DeploymentConfig:
+        if len(config.model_dump_json().encode()) > CONFIG_MAX_BYTES:
+            raise ValueError(f"the config must stay within {CONFIG_MAX_BYTES} bytes as JSON")
+        return config
 
 
 class ClaimRequest(WireModel):

@@ -6,7 +6,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from domain.base import DomainError, Gone, Invalid, NotFound, StateConflict
-from handlers.ports import ConcurrencyConflict, DuplicateAppend, EventTooLarge
+from handlers.ports import ConcurrencyConflict, DuplicateAppend, EventTooLarge, StoreFull
 
 
 class FieldError(BaseModel):
@@ -38,6 +38,14 @@ EXPECTED: tuple[type[Exception], ...] = (
     PydanticValidationError,
     ConcurrencyConflict,
     DuplicateAppend,
+    StoreFull,
+)
+
+EVENT_STORE_FULL = ErrorBody(
+    status=507,
+    code="event_store_full",
+    message="The event log has no room left: nothing was recorded. Retry once an operator has "
+    "freed or added storage (GET /api/v1/health shows the event store's state)",
 )
 
 
@@ -62,6 +70,8 @@ def describe(exc: Exception) -> ErrorBody | None:
                 message="The request has invalid fields",
                 fields=validation_fields(exc),
             )
+        case StoreFull():
+            return EVENT_STORE_FULL
         case EventTooLarge():
             return ErrorBody(
                 status=413,

@@ -15,7 +15,9 @@ The contract, checked against both stores by ``tests/test_event_store_contract.p
 - The events of one ``append`` are stored all or none, with consecutive sequences.
 - An idempotency key seen within the duplicate window stores nothing: a single event answers the
   first append's sequence with ``duplicate`` set (after the version check), several events are
-  refused with ``DuplicateAppend`` (before it).
+  refused with ``DuplicateAppend`` (before it). ``appended`` answers, within that window, where
+  the append made with a key was stored, and stores nothing itself.
+- An append that finds no room is refused with ``StoreFull`` and stores nothing.
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ class DuplicateAppend(EventStoreError):
     """The idempotency key was used before; the first append stands."""
 
 
+class StoreFull(EventStoreError):
+    """The store has no room for the write (a server, account or stream storage limit, or a full
+    disk); nothing was stored. Space comes back only when an operator frees or adds it."""
+
+
 @dataclass(frozen=True)
 class AppendResult:
     first_seq: int
@@ -77,6 +84,11 @@ class EventStore(Protocol):
         idempotency_key: str | None = None,
         occurred_at: datetime | None = None,
     ) -> AppendResult: ...
+
+    async def appended(self, idempotency_key: str) -> AppendResult | None:
+        """Where the append made with ``idempotency_key`` was stored (``duplicate`` set), if it
+        was made within the duplicate window; the log's own answer when a remembered one is
+        missing. Stores nothing."""
 
     async def read_subject(self, subject_filter: str, from_seq: int = 1) -> list[RecordedEvent]:
         """Every event matching ``subject_filter`` from ``from_seq`` on, in sequence order."""

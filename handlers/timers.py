@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.envelope import Metadata
 from handlers.commands import CommandContext
+from handlers.ports import StoreFull
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ async def run_timers(checks: Sequence[TimerCheck], *, interval_s: float) -> None
         for check in checks:
             try:
                 await check(now)
+            except StoreFull as full:
+                # The operator's to fix; what is due stays due, and is sent once there is room.
+                log.warning("timer check could not record: %s", full)
             except (SQLAlchemyError, NatsError, TimeoutError):
                 # A database or broker hiccup: logged, and the next tick tries again.
                 log.exception("timer check failed")

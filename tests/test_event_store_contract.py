@@ -17,7 +17,14 @@ from adapters.event_store import JetStreamEventStore, StreamSettings
 from adapters.memory_store import MemoryEventStore
 from adapters.nats_server import EmbeddedNatsServer
 from domain.tasks import TASK, TaskSubmitted
-from handlers.ports import ConcurrencyConflict, DuplicateAppend, EventStore, EventStoreError
+from handlers.ports import (
+    AppendResult,
+    ConcurrencyConflict,
+    DuplicateAppend,
+    EventStore,
+    EventStoreError,
+    EventTooLarge,
+)
 from slices.catalogue import CATALOGUE
 from tests.task_events import progressed, submitted
 
@@ -127,8 +134,10 @@ async def test_a_batch_is_stored_all_or_nothing(store: EventStore) -> None:
     with pytest.raises(ConcurrencyConflict):
         await store.append("task", "t1", [progressed("t1", 3), progressed("t1", 4)], 0)
     too_big = [progressed("t1", 5), progressed("t1", 6).model_copy(update={"message": "x" * 2**21})]
-    with pytest.raises(EventStoreError):
+    with pytest.raises(EventTooLarge):
         await store.append("task", "t1", too_big, 3)
+    with pytest.raises(EventTooLarge):  # the first of a batch too, whose refusal goes unheard
+        await store.append("task", "t1", list(reversed(too_big)), 3)
     with pytest.raises(EventStoreError):
         await store.append("task", "t1", [progressed("t1", 7)] * 1001, 3)
     with pytest.raises(ValueError):
@@ -162,10 +171,31 @@ async def test_a_resent_batch_is_refused_as_a_duplicate_before_its_version_is_ch
         await store.append(
             "task", "t2", [submitted("t2"), progressed("t2", 1)], 0, idempotency_key="k-2"
         )
-    # Each event of a batch carries its own id: "<key>:<n>".
-    single = await store.append("task", "t3", [submitted("t3")], 0, idempotency_key="k-2:1")
+    # The first event of a batch carries the key itself, the others "<key>:<n>": a resend that
+    # decides a single event meets the first one.
+    single = await store.append("task", "t3", [submitted("t3")], 0, idempotency_key="k-2")
     assert single.duplicate and single.last_seq == first.first_seq
+    with pytest.raises(DuplicateAppend):
+        await store.append("task", "t4", [submitted("t4")] * 2, 0, idempotency_key="k-2:2")
     assert await store.last_seq() == 2
+
+
+async def test_the_log_says_where_a_keyed_append_went_and_the_question_stores_nothing(
+    store: EventStore,
+) -> None:
+    await store.append("task", "t0", [submitted("t0")], 0)
+    single = await store.append("task", "t1", [submitted("t1")], 0, idempotency_key="k-single")
+    batch = [submitted("t2"), progressed("t2", 1), progressed("t2", 2)]
+    several = await store.append("task", "t2", batch, 0, idempotency_key="k-batch")
+
+    assert await store.appended("k-single") == AppendResult(2, 2, duplicate=True)
+    assert await store.appended("k-batch") == AppendResult(3, 5, duplicate=True)
+    for unknown in ("k-never", "k-batch:9", "k-single:2"):
+        assert await store.appended(unknown) is None
+    # Asking twice changes nothing: no question was stored, not even under a new key.
+    assert await store.appended("k-never") is None
+    assert await store.last_seq() == several.last_seq == 5
+    assert [e.seq for e in await store.read_subject("ev.>")] == [1, single.last_seq, 3, 4, 5]
 
 
 async def test_first_is_the_earliest_match_or_none(store: EventStore) -> None:

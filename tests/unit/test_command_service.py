@@ -16,6 +16,7 @@ from adapters.idempotency import MemoryIdempotencyRecords
 from adapters.memory_store import MemoryEventStore
 from domain.base import Event, NotFound, StateConflict
 from domain.deployment_slots import DEPLOYMENT_SLOTS, SLOTS_ID, ReserveSlot
+from domain.nodes import NODE, RecordHeartbeat
 from domain.tasks import (
     TASK,
     AssignTask,
@@ -28,7 +29,7 @@ from domain.tasks import (
     TaskProgressed,
 )
 from handlers.commands import CommandContext, CommandService, TooManyConflicts
-from handlers.ports import AppendResult, ConcurrencyConflict
+from handlers.ports import AppendResult, ConcurrencyConflict, StoreFull
 from slices.catalogue import CATALOGUE
 from tests import task_events
 from tests.unit.conftest import Stage
@@ -197,6 +198,48 @@ async def test_a_resend_after_the_first_sender_died_is_answered_from_the_stream(
 
     assert await stage.store.last_seq() == seq  # Nats-Msg-Id stopped the second append
     assert (again.replayed, again.last_seq, again.events) == (True, seq, ("TaskProgressed",))
+
+
+class FullRecords(MemoryIdempotencyRecords):
+    """A store whose room the command's own append just took: the answer is not kept."""
+
+    async def put(self, scope: str, key: str, outcome: Any) -> None:
+        raise StoreFull("10023: insufficient resources")
+
+
+async def test_an_answer_without_room_is_told_and_a_resend_deciding_other_events_finds_it(
+    stage: Stage,
+) -> None:
+    full = CommandService(stage.store, FullRecords())
+    resend = CommandContext(idempotency_key="first-beat")
+    beat = RecordHeartbeat(node_id="n1", at=NOW)
+
+    first = await full.execute(NODE, "n1", beat, resend)  # a new node: joined, heartbeat
+    # The node is online now, so the same command decides one event this time: the log still
+    # knows the first delivery's two, by the id its first event carries.
+    again = await full.execute(NODE, "n1", beat, resend)
+    there = await stage.commands.execute(NODE, "n1", beat, resend)
+
+    assert first.events == ("NodeJoined", "NodeHeartbeat") and not first.replayed
+    assert again == there == replace(first, replayed=True)
+    assert await stage.recorded(NODE, "n1") == ["NodeJoined", "NodeHeartbeat"]
+    assert await stage.idempotency.get("node.RecordHeartbeat", "system:first-beat") == there
+
+
+async def test_a_resend_its_first_delivery_now_refuses_is_answered_from_the_stream(
+    stage: Stage,
+) -> None:
+    await stage.given(TASK, "t1", submitted())
+    full = CommandService(stage.store, FullRecords())
+    resend = CommandContext(idempotency_key="cancel-once")
+
+    first = await full.execute(TASK, "t1", CancelTask(task_id="t1"), resend)
+    again = await full.execute(TASK, "t1", CancelTask(task_id="t1"), resend)
+
+    assert again == replace(first, replayed=True)
+    assert await stage.recorded(TASK, "t1") == ["TaskSubmitted", "TaskCancelled"]
+    with pytest.raises(StateConflict):  # without the key it is a second cancel
+        await full.execute(TASK, "t1", CancelTask(task_id="t1"))
 
 
 async def test_a_foreign_aggregate_is_refused_as_if_it_did_not_exist(stage: Stage) -> None:
