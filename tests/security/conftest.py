@@ -128,9 +128,9 @@ class Embedded:
         return NatsCredentials(seed_file=seed, inbox_prefix=inbox_prefix(user))
 
 
-async def start_embedded(root: Path) -> Embedded:
+async def start_embedded(root: Path, **env: str) -> Embedded:
     data_dir = root / "data"
-    serve = ServeProcess(embedded_env(data_dir), root / "serve.log")
+    serve = ServeProcess({**embedded_env(data_dir), **env}, root / "serve.log")
     await serve.start()
     embedded = Embedded(serve, data_dir, root / "seeds")
     embedded.seeds.mkdir()

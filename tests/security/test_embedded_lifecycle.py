@@ -1,7 +1,7 @@
 """Finding 8 and the append-only log, on the embedded default: a `kill -9` of `jetflow serve`
-takes its nats-server along, a restart loses no acknowledged event, a second service on the
-same data folder refuses to start, and no identity can delete or purge the event log (the
-review's revoked key that worked again after `jetflow replay`)."""
+under load takes its nats-server along, a restart loses no acknowledged command, a second
+service on the same data folder refuses to start, and no identity can delete or purge the event
+log (the review's revoked key that worked again after `jetflow replay`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import psutil
 
 from adapters.nats_auth import AUTH_DIR_NAME, SERVICE_SEED, NatsCredentials
 from tests.conftest import free_port
-from tests.security.conftest import Embedded, ask, attempt, jetflow, start_embedded, until_accepted
+from tests.faults.harness import CommandLoad, assert_exactly_once, scan_stream, sending, when
+from tests.security.conftest import ask, attempt, jetflow, start_embedded, until_accepted
 
 
 @dataclass
@@ -58,40 +59,46 @@ async def until_gone(pids: list[int], timeout: float = 15.0) -> list[int]:
         await asyncio.sleep(0.1)
 
 
-async def submit(embedded: Embedded, count: int) -> list[tuple[str, int]]:
-    acknowledged = []
-    async with embedded.admin() as admin:
-        for i in range(count):
-            answer = await until_accepted(admin, "POST", "/tasks", json={"code": f"print({i})"})
-            assert answer.status_code == 202, answer.text
-            acknowledged.append((answer.json()["task_id"], answer.json()["seq"]))
-    return acknowledged
+IN_FLIGHT = 1000
 
 
-async def test_kill_9_of_serve_takes_its_nats_server_along_and_a_restart_loses_nothing(
+async def test_kill_9_of_serve_under_load_takes_its_nats_server_along_and_loses_nothing(
     tmp_path: Path,
 ) -> None:
-    embedded = await start_embedded(tmp_path)
+    """The fault suite's in-flight kill on the embedded default: clients keep resending with
+    their Idempotency-Keys through the crash, and every acknowledged command is in the log once."""
+    # One admin key sends them all, faster than the default 600 a minute.
+    embedded = await start_embedded(tmp_path, JETFLOW_RATE_LIMIT_PER_MINUTE="100000000")
     store = embedded.data_dir / "nats"
     try:
-        before = await submit(embedded, 20)
-        [server] = nats_servers_on(store)
-        await embedded.serve.kill()
-        assert await until_gone([server.pid]) == [], "the nats-server outlived kill -9 of serve"
+        load = CommandLoad(
+            embedded.serve.base_url, await embedded.api_key("admin", "faults"), IN_FLIGHT
+        )
+        async with sending(load) as clients:
+            await load.until_answered(IN_FLIGHT // 3)
+            await when(lambda: load.in_flight >= load.concurrency - 5, 5, "requests out")
+            [server] = nats_servers_on(store)
+            await embedded.serve.kill()
+            assert await until_gone([server.pid]) == [], "the nats-server outlived kill -9 of serve"
+            assert load.unanswered, "no request lost its answer: the kill hit nothing in flight"
 
-        await embedded.serve.start()
-        [restarted] = nats_servers_on(store)
-        assert restarted.pid != server.pid
-        after = await submit(embedded, 5)
+            await embedded.serve.start()
+            [restarted] = nats_servers_on(store)
+            assert restarted.pid != server.pid
+            await clients
+
+        service = NatsCredentials(embedded.data_dir / AUTH_DIR_NAME / SERVICE_SEED)
+        once = assert_exactly_once(
+            load, await scan_stream(embedded.url, "JETFLOW", "ev.task.>", credentials=service)
+        )
+        assert once.submitted == IN_FLIGHT
         async with embedded.admin() as admin:
-            for task_id, seq in before:
-                kept = await admin.get(f"/tasks/{task_id}", params={"wait_for_seq": seq})
-                assert kept.status_code == 200, (task_id, seq, kept.text)
+            last = max(answer.seq for answer in load.answers.values())
+            listed = await admin.get("/tasks", params={"wait_for_seq": last, "page_size": 1})
+            assert listed.status_code == 200, listed.text
+            assert listed.json()["total"] == IN_FLIGHT
             stream = (await admin.get("/health")).json()["components"]["stream"]
-        acknowledged = [seq for _, seq in before + after]
-        assert len(set(acknowledged)) == len(acknowledged), "a sequence was acknowledged twice"
-        assert min(seq for _, seq in after) > max(seq for _, seq in before)
-        assert stream["last_seq"] == stream["messages"] == max(acknowledged)
+        assert stream["last_seq"] == stream["messages"]
     finally:
         await embedded.serve.stop()
         await embedded.serve.reap()
