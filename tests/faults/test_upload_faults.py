@@ -15,10 +15,8 @@ whole source.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
-import subprocess
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from tusclient.client import TusClient
 from adapters.blob_store import LocalBlobStore
 from tests.conftest import Service
 from tests.faults.harness import scan_stream
+from tests.small_disk import tmpfs
 
 pytestmark = pytest.mark.faults
 
@@ -314,26 +313,6 @@ async def test_a_stalled_store_times_the_client_out_and_records_only_what_reache
 
 
 # ---------------------------------------------------------------- a real full filesystem
-
-
-@contextlib.contextmanager
-def tmpfs(mountpoint: Path, size: int) -> Iterator[Path]:
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield mountpoint
-    finally:
-        # Lazy: the service may still hold a file open when a failed test unwinds.
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
 @pytest.fixture

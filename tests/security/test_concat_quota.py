@@ -8,9 +8,7 @@ blob store's folder itself is looked at: a refusal must leave every file in it a
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +25,7 @@ from domain.uploads import UPLOAD, ConcatenateUploads, Part, UploadStatus
 from handlers import storage
 from handlers.commands import CommandContext
 from tests.conftest import Service, start_service
+from tests.small_disk import tmpfs
 
 ServiceFactory = Callable[..., Awaitable[Service]]
 KIB = 1024
@@ -253,25 +252,6 @@ async def test_a_reservation_left_by_a_dead_request_is_reclaimed_when_it_blocks(
 
 
 # ---------------------------------------------------------------- a really full disk
-
-
-@contextlib.contextmanager
-def tmpfs(mountpoint: Path, size: int) -> Iterator[Path]:
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
 @pytest.fixture
