@@ -254,6 +254,8 @@ class CommandService:
         Its remembered answer may be missing (it died between its append and the record, or
         the record found no room) or not written yet; the events themselves say the same.
         """
+        if known := await self.idempotency.get(scope, key):
+            return known
         seqs = range(found.first_seq, found.last_seq + 1)
         recorded = [await self.store.get(seq) for seq in seqs]
         outcome = CommandOutcome(
