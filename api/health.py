@@ -7,6 +7,7 @@ the server listens only to an admin: the address is no business of an anonymous 
 from __future__ import annotations
 
 import time
+from importlib.metadata import version
 from typing import Any, Literal
 
 import psutil
@@ -21,7 +22,8 @@ from api.http import PUBLIC, Rt
 from domain.access import Role
 from handlers.projector import consumer_name
 
-VERSION = "0.1.0"
+# The installed distribution's version: pyproject.toml is its one source.
+VERSION = version("jetflow")
 Verdict = Literal["healthy", "unhealthy"]
 
 
