@@ -39,8 +39,13 @@ def digest_of(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def new_api_key() -> IssuedKey:
-    key_id = secrets.token_hex(_KEY_ID_HEX // 2)
+def new_api_key(key_id: str | None = None) -> IssuedKey:
+    """A fresh secret under a random key id, or under ``key_id`` (16 letters and digits, as
+    ``parse_api_key`` reads them) when the id itself must be known in advance."""
+    if key_id is None:
+        key_id = secrets.token_hex(_KEY_ID_HEX // 2)
+    elif len(key_id) != _KEY_ID_HEX or not key_id.isalnum():
+        raise ValueError(f"an API key id is {_KEY_ID_HEX} letters and digits, not {key_id!r}")
     secret = secrets.token_urlsafe(32)
     return IssuedKey(key_id, digest_of(secret), f"{KEY_PREFIX}{key_id}_{secret}")
 

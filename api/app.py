@@ -15,6 +15,7 @@ from api.health import VERSION
 from api.http import PUBLIC
 from api.openapi import describe_on_first_read
 from api.rate_limit import AuthFailureLimiter
+from api.root import ROUTES as ROOT_ROUTES
 from api.routing import api_v1
 from api.runtime import Runtime
 from handlers.render import load_hardware_configs
@@ -25,7 +26,7 @@ def create_app(runtime: Runtime) -> Litestar:
     settings = runtime.settings
     proxies = TrustedProxies.parse(settings.trusted_proxies)
     app = Litestar(
-        route_handlers=[api_v1(runtime.catalogue.routes)],
+        route_handlers=[api_v1(runtime.catalogue.routes), *ROOT_ROUTES],
         dependencies=dependencies(runtime),
         exception_handlers=EXCEPTION_HANDLERS,
         # Authentication first: the rate limiter inside it counts only verified credentials.

@@ -10,6 +10,7 @@ the service answers ``degraded`` (503) until the log can take the refused append
 from __future__ import annotations
 
 import time
+from importlib.metadata import version
 from typing import Any, Literal
 
 import psutil
@@ -24,7 +25,8 @@ from api.http import PUBLIC, Rt
 from domain.access import Role
 from handlers.projector import consumer_name
 
-VERSION = "0.1.0"
+# The installed distribution's version: pyproject.toml is its one source.
+VERSION = version("jetflow")
 Verdict = Literal["healthy", "unhealthy"]
 Overall = Literal["healthy", "degraded", "unhealthy"]
 

@@ -95,6 +95,8 @@ class Settings:
     refer_max_holders: int = 10
     violations_file: Path | None = None
     key_cache_s: float = 5.0
+    # /api/v1/health/ready fails while any projection has more events than this to apply.
+    ready_max_lag_events: int = 1000
 
     def __post_init__(self) -> None:
         check_jwt_key(self.jwt_algorithm, self.jwt_key)
@@ -108,6 +110,8 @@ class Settings:
                 raise ValueError(f"{name} must be at least 1")
         if self.user_storage_quota_bytes < 0:
             raise ValueError("JETFLOW_USER_STORAGE_QUOTA_BYTES must be 0 (no quota) or more")
+        if self.ready_max_lag_events < 0:
+            raise ValueError("JETFLOW_READY_MAX_LAG_EVENTS must be 0 or more")
 
     def stream_settings(self) -> StreamSettings:
         """The event stream as every jetflow command must declare it: the stream is updated to
@@ -164,4 +168,5 @@ class Settings:
             refer_max_holders=int(_env("JETFLOW_REFER_MAX_HOLDERS", "10")),
             violations_file=Path(p) if (p := os.environ.get("JETFLOW_VIOLATIONS")) else None,
             key_cache_s=float(_env("JETFLOW_KEY_CACHE_S", "5")),
+            ready_max_lag_events=int(_env("JETFLOW_READY_MAX_LAG_EVENTS", "1000")),
         )

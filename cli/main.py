@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 
 from api.settings import Settings
@@ -20,6 +21,8 @@ API_KEY_ENV = os.environ.get("JETFLOW_API_KEY")
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jetflow", description=__doc__)
+    # The installed distribution's version, as /api/v1/health reports it (one source: pyproject).
+    parser.add_argument("--version", action="version", version=f"jetflow {version('jetflow')}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serving = sub.add_parser("serve", help="run the HTTP API, projectors and process managers")
@@ -37,7 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load-violations", help="record the violation catalogue's missing or changed entries"
     )
     violations.add_argument(
-        "--file", type=Path, help="CSV with code,name,description (default config/violations.csv)"
+        "--file",
+        type=Path,
+        help="CSV with code,name,description (default: the bundled violations.csv)",
     )
 
     agent = sub.add_parser("deploy-agent", help="run deployments from a plan file and report")

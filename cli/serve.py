@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import sys
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ async def serve(settings: Settings, host: str | None, port: int | None) -> int:
     from api import log_redaction
     from api.app import create_app
     from api.runtime import ProjectionDatabaseUnreadable, Runtime
+    from cli.first_run import bootstrap_admin_key
     from handlers.ports import StoreFull
     from slices.catalogue import CATALOGUE
 
@@ -31,6 +33,7 @@ async def serve(settings: Settings, host: str | None, port: int | None) -> int:
     except (DataDirInUse, ProjectionDatabaseUnreadable, StoreFull) as refused:
         print(f"jetflow serve: {refused}", file=sys.stderr)
         return 1
+    await bootstrap_admin_key(runtime)
     config = uvicorn.Config(
         create_app(runtime),
         host=host or settings.http_host,
@@ -57,11 +60,25 @@ async def serve(settings: Settings, host: str | None, port: int | None) -> int:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn waits for open responses before it shuts down; live feeds end on this signal."""
+    """uvicorn waits for open responses before it shuts down; live feeds end on this signal.
+    Once it listens, the first-run banner says where to go (``cli.first_run``)."""
 
     def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
         super().__init__(config)
         self.runtime = runtime
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        from cli.first_run import banner
+
+        await super().startup(sockets)
+        if self.started:
+            print(banner(self._base_url(), self.runtime.settings), file=sys.stderr, flush=True)
+
+    def _base_url(self) -> str:
+        """The address as uvicorn logs it, with the port bound (``JETFLOW_PORT=0`` picks one)."""
+        host = self.config.host
+        port = self.servers[0].sockets[0].getsockname()[1]
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.runtime.closing.set()

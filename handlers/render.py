@@ -43,10 +43,11 @@ from handlers.commands import CommandContext, CommandService
 from handlers.outcome import CommandOutcome
 from handlers.timers import TIMER
 from handlers.wire import WireModel
+from jetflow_defaults import bundled
 from projections.render import render_frames, render_jobs
 
 LEASE_CANDIDATES = 16
-DEFAULT_HARDWARE_FILE = Path(__file__).resolve().parents[1] / "config" / "hardware_configs.json"
+DEFAULT_HARDWARE_FILE = bundled("hardware_configs.json")
 
 
 def load_hardware_configs(path: Path | None = None) -> list[HardwareConfig]:

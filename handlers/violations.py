@@ -21,8 +21,9 @@ from domain.violations import (
 )
 from handlers.commands import CommandContext, CommandService
 from handlers.outcome import CommandOutcome
+from jetflow_defaults import bundled
 
-DEFAULT_VIOLATIONS_FILE = Path(__file__).resolve().parents[1] / "config" / "violations.csv"
+DEFAULT_VIOLATIONS_FILE = bundled("violations.csv")
 LOADER = CommandContext(Metadata(actor="system:load-violations"))
 
 

@@ -1,5 +1,5 @@
-"""The hardware configurations render jobs run on (``config/hardware_configs.json``), and the
-smallest one that fits a job's needs."""
+"""The hardware configurations render jobs run on (by default the bundled
+``jetflow_defaults/hardware_configs.json``), and the smallest one that fits a job's needs."""
 
 from __future__ import annotations
 
