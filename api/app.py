@@ -13,6 +13,7 @@ from api.dependencies import dependencies
 from api.errors import EXCEPTION_HANDLERS
 from api.health import VERSION
 from api.http import PUBLIC
+from api.metrics import MetricsController, http_metrics
 from api.openapi import describe_on_first_read
 from api.rate_limit import AuthFailureLimiter
 from api.root import ROUTES as ROOT_ROUTES
@@ -26,11 +27,13 @@ def create_app(runtime: Runtime) -> Litestar:
     settings = runtime.settings
     proxies = TrustedProxies.parse(settings.trusted_proxies)
     app = Litestar(
-        route_handlers=[api_v1(runtime.catalogue.routes), *ROOT_ROUTES],
+        route_handlers=[api_v1(runtime.catalogue.routes), MetricsController, *ROOT_ROUTES],
         dependencies=dependencies(runtime),
         exception_handlers=EXCEPTION_HANDLERS,
-        # Authentication first: the rate limiter inside it counts only verified credentials.
+        # Request metrics outermost, so refusals by authentication are counted too; then
+        # authentication: the rate limiter inside it counts only verified credentials.
         middleware=[
+            http_metrics(runtime.metrics),
             DefineMiddleware(AuthMiddleware),
             rate_limit(settings.rate_limit_per_minute, proxies),
         ],

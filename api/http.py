@@ -64,6 +64,7 @@ CONTRIBUTE = policy(Policy.contribute)
 # Live feeds: read access, and the credential may come as ``?token=`` (see ``api.auth``).
 LIVE_READ = {**READ, **QUERY_TOKEN}
 AUTHENTICATED = policy(Policy.authenticated)
+METRICS = policy(Policy.metrics)
 
 
 def command_context(request: Request[Any, Any, Any], key: str | None) -> CommandContext:

@@ -90,6 +90,11 @@ class LiveSlots:
         self._held: dict[str, int] = {}
         self._open = 0
 
+    @property
+    def open_feeds(self) -> int:
+        """Feeds open now in this process (``jetflow_live_feeds``)."""
+        return self._open
+
     def take(self, holder: str) -> _Slot:
         held = self._held.get(holder, 0)
         if held >= self.per_holder:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from faststream.nats import NatsBroker
+from faststream.nats.prometheus import NatsPrometheusMiddleware
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters.blob_store import LocalBlobStore
@@ -22,6 +23,7 @@ from adapters.data_lock import DataDirLock
 from adapters.egress_policy import EgressPolicy
 from adapters.event_store import JetStreamEventStore, servers
 from adapters.idempotency import KeyValueIdempotencyRecords
+from adapters.metrics import APP_NAME, Metrics
 from adapters.nats_auth import AUTH_DIR_NAME, NatsAuthDir, NatsCredentials, connect
 from adapters.nats_server import EmbeddedNatsServer
 from adapters.secrets import SecretBox
@@ -74,6 +76,8 @@ class Runtime:
     egress: EgressPolicy = field(init=False)
     broker: NatsBroker | None = None
     progress: ProjectionProgress = field(default_factory=ProjectionProgress)
+    # This process's instruments, on a registry of its own (``adapters.metrics``).
+    metrics: Metrics = field(default_factory=Metrics)
     # Set when shutdown begins, so live subscriptions end instead of holding the server open.
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -105,7 +109,9 @@ class Runtime:
         self.idempotency = await KeyValueIdempotencyRecords.open(
             self.store.js, f"{s.stream}_idempotency", replicas=s.stream_replicas
         )
-        self.commands = CommandService(self.store, self.idempotency, egress=self.egress)
+        self.commands = CommandService(
+            self.store, self.idempotency, egress=self.egress, metrics=self.metrics
+        )
         self.engine = create_engine(s.db_url or default_sqlite_url(s.data_dir.resolve()))
         self.sessions = session_factory(self.engine)
         self.frames = FrameScheduler(self.sessions)
@@ -118,11 +124,17 @@ class Runtime:
         s = self.settings
         # Per-message logs at DEBUG: at INFO they cost more than handling a command.
         credentials = self.nats_credentials.options() if self.nats_credentials else {}
+        # ``cmd.*`` requests counted on this process's registry (``jetflow_cmd_*``); a second
+        # start finds its families there and counts on them.
+        counted = NatsPrometheusMiddleware(
+            registry=self.metrics.registry, app_name=APP_NAME, metrics_prefix="jetflow_cmd"
+        )
         broker = self.broker = NatsBroker(
             servers(self.nats_url),
             logger=log,
             log_level=logging.DEBUG,
             graceful_timeout=10,
+            middlewares=(counted,),
             **credentials,
         )
         await broker.connect()
@@ -138,6 +150,7 @@ class Runtime:
                         self.sessions,
                         self.progress,
                         batch_size=s.projection_batch,
+                        metrics=self.metrics,
                     )
                 )
         if timers:
@@ -145,7 +158,11 @@ class Runtime:
                 self._tasks.append(await start_manager(self))
             for seed in self.catalogue.seeds:
                 await seed(self)
-            checks = [partial(check, self) for check in self.catalogue.timers]
+            checks = [
+                self.metrics.counted_timer(piece.name, partial(check, self))
+                for piece in self.catalogue.slices
+                for check in piece.timers
+            ]
             self._tasks.append(
                 asyncio.create_task(
                     run_timers(checks, interval_s=s.timer_interval_s), name="jetflow-timers"

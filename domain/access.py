@@ -32,6 +32,7 @@ class Policy(StrEnum):
     work = "work"  # what worker nodes, render nodes and deploy agents report
     contribute = "contribute"  # analysis results: owners (operators) and analysers (workers)
     authenticated = "authenticated"  # any valid credential (downloads by refer key)
+    metrics = "metrics"  # service-wide counts and rates (/metrics): who runs the service
     admin = "admin"  # keys, catalogues, anything across users
 
 
@@ -42,6 +43,7 @@ ALLOWED: dict[Policy, frozenset[Role]] = {
     Policy.work: frozenset({Role.admin, Role.worker}),
     Policy.contribute: frozenset({Role.admin, Role.operator, Role.worker}),
     Policy.authenticated: frozenset(Role),
+    Policy.metrics: frozenset({Role.admin, Role.operator}),
     Policy.admin: frozenset({Role.admin}),
 }
 

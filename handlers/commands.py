@@ -20,6 +20,7 @@ from typing import Any
 
 from adapters.egress_policy import EgressPolicy
 from adapters.envelope import Metadata, to_domain
+from adapters.metrics import Metrics
 from domain.base import Aggregate, Command, DomainError, Event, Invalid, NotFound
 from handlers.outcome import CommandOutcome
 from handlers.ports import (
@@ -57,12 +58,15 @@ class CommandService:
         *,
         max_retries: int = 8,
         egress: EgressPolicy | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.repository = AggregateRepository(store)
         self.idempotency = idempotency
         self.max_retries = max_retries
         self.egress = egress or EgressPolicy()
+        # The service's instruments (``api.runtime``); a command-line tool's go unread.
+        self.metrics = metrics or Metrics()
 
     async def execute(
         self,
@@ -72,6 +76,28 @@ class CommandService:
         context: CommandContext | None = None,
         *,
         at: datetime | None = None,
+    ) -> CommandOutcome:
+        """Decide and record ``command``, counted by how it ended (``adapters.metrics``)."""
+        name = type(command).__name__
+        try:
+            outcome = await self._execute(aggregate, aggregate_id, command, context, at=at)
+        except DomainError as refused:
+            self.metrics.command_refused(aggregate.name, name, refused.code)
+            raise
+        except TooManyConflicts:
+            self.metrics.command_conflicted(aggregate.name, name)
+            raise
+        self.metrics.command_done(aggregate.name, name, outcome)
+        return outcome
+
+    async def _execute(
+        self,
+        aggregate: Aggregate[Any],
+        aggregate_id: str,
+        command: Command,
+        context: CommandContext | None,
+        *,
+        at: datetime | None,
     ) -> CommandOutcome:
         self.check_callback(command)
         ctx = context or CommandContext()
@@ -115,6 +141,7 @@ class CommandService:
                         occurred_at=at,
                     )
                 except ConcurrencyConflict:
+                    self.metrics.conflict_retry(aggregate.name)
                     # Another process got in first; spread the retries of a burst.
                     await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                     continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from nats.js.errors import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters.event_store import JetStreamEventStore
+from adapters.metrics import Metrics
 from handlers.consumer import consume
 from projections.base import Projection, apply_batch, read_checkpoint, reset
 
@@ -86,15 +88,19 @@ async def start_projection(
     progress: ProjectionProgress,
     *,
     batch_size: int = 500,
+    metrics: Metrics,
 ) -> asyncio.Task[None]:
-    """Line up the durable consumer with the SQL checkpoint and start applying batches."""
+    """Line up the durable consumer with the SQL checkpoint and start applying batches, each
+    timed into ``metrics``."""
     checkpoint = await read_checkpoint(sessions, projection.name)
     await progress.advance(projection.name, checkpoint)
     await prepare_consumer(store.js, store.stream, projection, checkpoint, batch_size)
 
     async def apply(msgs: list[Msg]) -> None:
+        started = time.perf_counter()
         events = [store.decode(m) for m in msgs]
         applied = await apply_batch(sessions, projection, events)
+        metrics.projection_batch(projection.name, time.perf_counter() - started)
         await msgs[-1].ack()  # AckPolicy.ALL: acknowledges the whole batch
         await progress.advance(projection.name, applied)
 

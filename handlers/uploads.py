@@ -371,6 +371,7 @@ async def receive_chunk(
                     check.update(chunk)
                 yield chunk
                 received += len(chunk)  # counted once written
+                commands.metrics.upload_received(len(chunk))
 
         recorded = False
         try:
@@ -394,6 +395,7 @@ async def receive_chunk(
                 await commands.execute(UPLOAD, upload_id, chunk, context, at=chunk.at)
             recorded = True
         finally:
+            commands.metrics.upload_settled(received)
             if not recorded:
                 blobs.truncate_staged(upload_id, offset)
         if reserved is not None and reserved != offset + received:  # hold what came, no more

@@ -73,6 +73,7 @@ class Courier:
             else:
                 outcome = await self.post(http, url, notification)
             will_retry = outcome.retry and attempt < self.max_attempts
+            self.commands.metrics.webhook_attempt(outcome.error is None, will_retry)
             if not await self._record(webhook_id, url, event, attempt, outcome, will_retry):
                 return True  # someone else settled it: look at what is due now
             if not will_retry:
