@@ -9,6 +9,8 @@ from pathlib import Path
 from adapters.credentials import check_jwt_key
 from api.client_address import TrustedProxies
 
+LOG_FORMATS = ("auto", "json", "console")
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
@@ -80,6 +82,8 @@ class Settings:
     refer_max_holders: int = 10
     violations_file: Path | None = None
     key_cache_s: float = 5.0
+    # `jetflow serve`'s log lines: "json", "console" (for people) or "auto" (console on a TTY).
+    log_format: str = "auto"
 
     def __post_init__(self) -> None:
         check_jwt_key(self.jwt_algorithm, self.jwt_key)
@@ -93,6 +97,9 @@ class Settings:
                 raise ValueError(f"{name} must be at least 1")
         if self.user_storage_quota_bytes < 0:
             raise ValueError("JETFLOW_USER_STORAGE_QUOTA_BYTES must be 0 (no quota) or more")
+        for name, value, allowed in (("JETFLOW_LOG_FORMAT", self.log_format, LOG_FORMATS),):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -141,4 +148,5 @@ class Settings:
             refer_max_holders=int(_env("JETFLOW_REFER_MAX_HOLDERS", "10")),
             violations_file=Path(p) if (p := os.environ.get("JETFLOW_VIOLATIONS")) else None,
             key_cache_s=float(_env("JETFLOW_KEY_CACHE_S", "5")),
+            log_format=_env("JETFLOW_LOG_FORMAT", "auto"),
         )

@@ -18,12 +18,12 @@ if TYPE_CHECKING:
 
 async def serve(settings: Settings, host: str | None, port: int | None) -> int:
     from adapters.data_lock import DataDirInUse
-    from api import log_redaction
+    from api import logs
     from api.app import create_app
     from api.runtime import ProjectionDatabaseUnreadable, Runtime
     from slices.catalogue import CATALOGUE
 
-    log_redaction.install()
+    logs.configure(settings.log_format)
     runtime = Runtime(settings, CATALOGUE)
     try:
         await runtime.start()
@@ -35,6 +35,8 @@ async def serve(settings: Settings, host: str | None, port: int | None) -> int:
         host=host or settings.http_host,
         port=port or settings.http_port,
         log_level="info",
+        # uvicorn's loggers propagate to the one handler of `api.logs` (JSON or console).
+        log_config=None,
         lifespan="on",
         # The client address is jetflow's to decide (``api.client_address``, from
         # JETFLOW_TRUSTED_PROXIES): uvicorn's own rule would believe X-Forwarded-For from any

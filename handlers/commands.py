@@ -4,6 +4,7 @@ A concurrency conflict means another writer got in first: the state is reloaded 
 decided again, a bounded number of times. A command with an idempotency key answers what its first
 delivery from the same sender answered, without deciding again. A command naming a callback URL
 is checked against the egress policy here, whichever edge it came by, so no slice can forget to.
+What a command recorded is noted for the log of the request that sent it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from adapters import log_context
 from adapters.egress_policy import EgressPolicy
 from adapters.envelope import Metadata, to_domain
 from domain.base import Aggregate, Command, DomainError, Event, Invalid, NotFound
@@ -64,8 +66,20 @@ class CommandService:
         *,
         at: datetime | None = None,
     ) -> CommandOutcome:
-        self.check_callback(command)
         ctx = context or CommandContext()
+        outcome = await self._execute(aggregate, aggregate_id, command, ctx, at)
+        log_context.note(aggregate=aggregate.name, aggregate_id=aggregate_id, seq=outcome.last_seq)
+        return outcome
+
+    async def _execute(
+        self,
+        aggregate: Aggregate[Any],
+        aggregate_id: str,
+        command: Command,
+        ctx: CommandContext,
+        at: datetime | None,
+    ) -> CommandOutcome:
+        self.check_callback(command)
         scope = f"{aggregate.name}.{type(command).__name__}"
         # A key belongs to its sender: the same key from another caller must not hand that
         # caller the first sender's answer (a replayed lease would name a task it never won).
