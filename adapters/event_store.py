@@ -4,7 +4,8 @@ Subjects are ``ev.<aggregate>.<id>.<EventType>``. Optimistic concurrency compare
 sequence of the aggregate's last event (its *version*) through
 ``Nats-Expected-Last-Subject-Sequence`` scoped to ``ev.<aggregate>.<id>.*``. Several events from
 one command go in one JetStream atomic batch (server >= 2.12, stream ``allow_atomic``), so they are
-stored all or none with consecutive sequences; a single event is a plain publish.
+stored all or none with consecutive sequences; a single event is a plain publish. With tracing
+on, every message of an append also carries the append span's W3C ``traceparent`` header.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from adapters.envelope import (
     subject_for,
     to_domain,
 )
+from adapters.tracing import NO_TRACING, TRACEPARENT, Tracing
 from domain.base import Aggregate, AggregateIndex, Event
 from handlers.ports import (
     AppendResult,
@@ -82,12 +84,18 @@ class JetStreamEventStore:
     """The event store port on one JetStream stream."""
 
     def __init__(
-        self, nc: Client, aggregates: AggregateIndex, settings: StreamSettings | None = None
+        self,
+        nc: Client,
+        aggregates: AggregateIndex,
+        settings: StreamSettings | None = None,
+        *,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.codec = EventCodec(aggregates)
         self.settings = settings or StreamSettings()
+        self.tracing = tracing
 
     @classmethod
     async def connect(
@@ -104,7 +112,7 @@ class JetStreamEventStore:
 
     def decode(self, msg: Msg) -> RecordedEvent:
         """A message a consumer of this stream delivered, as the event it records."""
-        return self.codec.decode(msg.metadata.sequence.stream, msg.data)
+        return self.codec.decode(msg.metadata.sequence.stream, msg.data, _traceparent(msg.headers))
 
     async def close(self) -> None:
         await self.nc.drain()
@@ -159,13 +167,34 @@ class JetStreamEventStore:
             )
             for event in events
         ]
+        if not self.tracing.enabled:  # the benchmarked path: no span, no header
+            return await self._publish(messages, guard, {}, idempotency_key)
+        attributes = {
+            "messaging.system": "nats",
+            "messaging.destination.name": messages[0][0],
+            "messaging.batch.message_count": len(messages),
+        }
+        with self.tracing.span("jetstream append", attributes, kind="producer") as span:
+            trace: dict[str, str] = {}
+            self.tracing.inject(trace)  # the append span's context, for every message
+            result = await self._publish(messages, guard, trace, idempotency_key)
+            span.set_attribute("jetflow.seq", result.last_seq)
+            return result
+
+    async def _publish(
+        self,
+        messages: list[tuple[str, bytes]],
+        guard: dict[str, str],
+        trace: dict[str, str],
+        idempotency_key: str | None,
+    ) -> AppendResult:
         if len(messages) == 1:
             subject, body = messages[0]
-            headers = dict(guard)
+            headers = guard | trace
             if idempotency_key:
                 headers["Nats-Msg-Id"] = idempotency_key
             return await self._publish_one(subject, body, headers)
-        return await self._publish_batch(messages, guard, idempotency_key)
+        return await self._publish_batch(messages, guard, trace, idempotency_key)
 
     async def _publish_one(
         self, subject: str, body: bytes, headers: dict[str, str]
@@ -180,12 +209,13 @@ class JetStreamEventStore:
         self,
         messages: list[tuple[str, bytes]],
         guard: dict[str, str],
+        trace: dict[str, str],
         idempotency_key: str | None,
     ) -> AppendResult:
         batch_id = nats.nuid.NUID().next().decode()
         count = len(messages)
         for index, (subject, body) in enumerate(messages, start=1):
-            headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(index)}
+            headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(index), **trace}
             if index == 1:
                 headers.update(guard)
             if idempotency_key:
@@ -228,7 +258,8 @@ class JetStreamEventStore:
             headers = msg.headers or {}
             status = headers.get("Status")
             if status is None:
-                page.append(self.codec.decode(int(headers["Nats-Sequence"]), msg.data))
+                seq = int(headers["Nats-Sequence"])
+                page.append(self.codec.decode(seq, msg.data, headers.get(TRACEPARENT)))
             elif not done.done():
                 done.set_result((status, int(headers.get("Nats-Num-Pending", 0))))
 
@@ -252,7 +283,7 @@ class JetStreamEventStore:
 
     async def get(self, seq: int) -> RecordedEvent:
         raw = await self.js.get_msg(self.stream, seq, direct=True)
-        return self.codec.decode(seq, raw.data or b"")
+        return self.codec.decode(seq, raw.data or b"", _traceparent(raw.headers))
 
     async def first(self, subject_filter: str) -> RecordedEvent | None:
         """The earliest event matching ``subject_filter`` (one direct get), or None."""
@@ -262,7 +293,7 @@ class JetStreamEventStore:
             )
         except NotFoundError:
             return None
-        return self.codec.decode(raw.seq or 0, raw.data or b"")
+        return self.codec.decode(raw.seq or 0, raw.data or b"", _traceparent(raw.headers))
 
     async def history(self, aggregate: str, aggregate_id: str) -> list[RecordedEvent]:
         return await self.read_subject(aggregate_filter(aggregate, aggregate_id))
@@ -272,6 +303,10 @@ class JetStreamEventStore:
         recorded = await self.history(aggregate.name, aggregate_id)
         state = aggregate.fold([to_domain(aggregate, r) for r in recorded])
         return state, recorded[-1].seq if recorded else 0
+
+
+def _traceparent(headers: dict[str, str] | None) -> str | None:
+    return headers.get(TRACEPARENT) if headers else None
 
 
 def servers(url: str) -> list[str]:

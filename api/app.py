@@ -15,6 +15,7 @@ from api.dependencies import dependencies
 from api.errors import EXCEPTION_HANDLERS
 from api.health import VERSION
 from api.http import PUBLIC
+from api.log_redaction import redact
 from api.logs import in_request
 from api.openapi import describe_on_first_read
 from api.rate_limit import AuthFailureLimiter
@@ -45,6 +46,7 @@ def create_app(runtime: Runtime) -> Litestar:
             rate_limit(settings.rate_limit_per_minute, proxies),
         ],
         guards=[policy_guard],
+        plugins=runtime.tracing.http_plugins(redact),
         openapi_config=OpenAPIConfig(
             title="jetflow",
             version=VERSION,

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 async def serve(settings: Settings, host: str | None, port: int | None) -> int:
     from adapters.data_lock import DataDirInUse
+    from adapters.tracing import TracingUnavailable
     from api import logs
     from api.app import create_app
     from api.runtime import ProjectionDatabaseUnreadable, Runtime
@@ -27,7 +28,7 @@ async def serve(settings: Settings, host: str | None, port: int | None) -> int:
     runtime = Runtime(settings, CATALOGUE)
     try:
         await runtime.start()
-    except (DataDirInUse, ProjectionDatabaseUnreadable) as refused:
+    except (DataDirInUse, ProjectionDatabaseUnreadable, TracingUnavailable) as refused:
         print(f"jetflow serve: {refused}", file=sys.stderr)
         return 1
     config = uvicorn.Config(
