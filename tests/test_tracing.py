@@ -275,15 +275,33 @@ def test_tracing_is_off_unless_configured_and_refuses_an_unknown_mode(
         Settings.from_env()
 
 
+# `jetflow serve` in an interpreter where the otel extra cannot be imported.
+WITHOUT_OTEL = (
+    "import sys; sys.modules['opentelemetry'] = None; "
+    "from cli.main import main; sys.exit(main(['serve']))"
+)
+
+
+async def test_the_service_runs_without_the_otel_extra(
+    nats_server: EmbeddedNatsServer, tmp_path: Path
+) -> None:
+    stream = f"N{uuid.uuid4().hex[:10].upper()}"
+    env = service_env(nats_server.url, stream, tmp_path, free_port())
+    serve = ServeProcess(env, tmp_path / "serve.log", (sys.executable, "-c", WITHOUT_OTEL))
+    try:
+        await serve.start()  # healthy: /health answered 200
+    finally:
+        stopped = await serve.stop()
+        await serve.reap()
+        await delete_stream(Settings(stream=stream), nats_server.url)
+    assert stopped == 0, serve.log_tail()
+    assert "Traceback" not in serve.log_path.read_text()
+
+
 def test_tracing_without_the_otel_extra_is_refused_at_start(tmp_path: Path) -> None:
-    """The extra hidden from a fresh interpreter: the service says what to install, and starts
-    nothing (no nats-server, no lock)."""
-    hide = (
-        "import sys; sys.modules['opentelemetry'] = None; "
-        "from cli.main import main; sys.exit(main(['serve']))"
-    )
+    """The service says what to install, and starts nothing (no nats-server, no lock)."""
     served = subprocess.run(
-        [sys.executable, "-c", hide],
+        [sys.executable, "-c", WITHOUT_OTEL],
         env={**os.environ, "JETFLOW_TRACING": "otlp", "JETFLOW_DATA_DIR": str(tmp_path)},
         cwd=REPO,
         capture_output=True,
