@@ -116,7 +116,7 @@ async def in_request(app: ASGIApp, scope: Any, receive: Any, send: Any) -> None:
     echoed = (REQUEST_ID_HEADER.encode(), request_id.encode())
 
     async def send_with_id(message: Any) -> None:
-        if message["type"] == "http.response.start":
+        if message["type"] in ("http.response.start", "websocket.accept"):
             message = {**message, "headers": [*message.get("headers", ()), echoed]}
         await send(message)
 

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+import websockets
 from cryptography.fernet import Fernet
 
 from adapters import log_context
@@ -103,6 +104,9 @@ async def drive(serve: ServeProcess, receiver: Receiver, run: Run) -> None:
 
         await open_feed(anonymous, "/events/stream", key)
         await open_feed(anonymous, "/events/stream", token)
+        ws_url = f"{base.replace('http', 'ws', 1)}/events/ws?token={token}"
+        async with websockets.connect(ws_url) as ws:
+            run.request_ids["ws"] = ws.response.headers["X-Request-Id"]
 
         data = uuid.uuid4().bytes * 64
         uploaded = await admin.post(
@@ -194,6 +198,9 @@ async def test_every_line_is_json_naming_its_request_and_actor(run: Run) -> None
     feeds = [line for line in access if line["path"].startswith("/api/v1/events/stream?")]
     assert {line["path"] for line in feeds} == {"/api/v1/events/stream?token=[redacted]"}
     assert {line.get("actor") for line in feeds} == {"user:faults", "user:carol"}
+    ws = [line for line in run.lines if line.get("request_id") == run.request_ids["ws"]]
+    assert [line["actor"] for line in ws] == ["user:carol"] * len(ws)  # "accepted", "open", …
+    assert any("WebSocket /api/v1/events/ws?token=[redacted]" in line["message"] for line in ws)
 
 
 async def test_a_sane_request_id_is_kept_and_any_other_replaced(run: Run) -> None:
