@@ -42,6 +42,9 @@ class RecordedEvent:
     correlation_id: str | None
     causation_id: str | None
     payload: dict[str, Any]
+    # The W3C trace context of the append that recorded it, from the message's headers (never
+    # the payload; None when tracing was off): where a projection or webhook continues the trace.
+    traceparent: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -114,7 +117,7 @@ class EventCodec:
     def __init__(self, aggregates: AggregateIndex) -> None:
         self.aggregates = aggregates
 
-    def decode(self, seq: int, data: bytes) -> RecordedEvent:
+    def decode(self, seq: int, data: bytes, traceparent: str | None = None) -> RecordedEvent:
         raw = pydantic_core.from_json(data)
         version, payload = self._current(
             raw["aggregate"], raw["type"], raw["schema_version"], raw["payload"]
@@ -131,6 +134,7 @@ class EventCodec:
             correlation_id=raw["correlation_id"],
             causation_id=raw["causation_id"],
             payload=payload,
+            traceparent=traceparent,
         )
 
     def _current(

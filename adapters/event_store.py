@@ -4,7 +4,8 @@ Subjects are ``ev.<aggregate>.<id>.<EventType>``. Optimistic concurrency compare
 sequence of the aggregate's last event (its *version*) through
 ``Nats-Expected-Last-Subject-Sequence`` scoped to ``ev.<aggregate>.<id>.*``. Several events from
 one command go in one JetStream atomic batch (server >= 2.12, stream ``allow_atomic``), so they are
-stored all or none with consecutive sequences; a single event is a plain publish.
+stored all or none with consecutive sequences; a single event is a plain publish. With tracing
+on, every message of an append also carries the append span's W3C ``traceparent`` header.
 
 A write that finds no room is refused with ``StoreFull`` whichever limit it met (the server's
 ``max_file_store``, the account's storage, the stream's own ``max_bytes``, a full disk); the store
@@ -39,6 +40,7 @@ from adapters.envelope import (
     subject_for,
     to_domain,
 )
+from adapters.tracing import NO_TRACING, TRACEPARENT, Tracing
 from domain.base import Aggregate, AggregateIndex, Event
 from handlers.ports import (
     AppendResult,
@@ -127,13 +129,19 @@ class JetStreamEventStore:
     """The event store port on one JetStream stream."""
 
     def __init__(
-        self, nc: Client, aggregates: AggregateIndex, settings: StreamSettings | None = None
+        self,
+        nc: Client,
+        aggregates: AggregateIndex,
+        settings: StreamSettings | None = None,
+        *,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.codec = EventCodec(aggregates)
         self.settings = settings or StreamSettings()
         self._refused_bytes: int | None = None
+        self.tracing = tracing
 
     @classmethod
     async def connect(
@@ -150,7 +158,7 @@ class JetStreamEventStore:
 
     def decode(self, msg: Msg) -> RecordedEvent:
         """A message a consumer of this stream delivered, as the event it records."""
-        return self.codec.decode(msg.metadata.sequence.stream, msg.data)
+        return self.codec.decode(msg.metadata.sequence.stream, msg.data, _traceparent(msg.headers))
 
     async def close(self) -> None:
         await self.nc.drain()
@@ -227,19 +235,39 @@ class JetStreamEventStore:
             for event in events
         ]
         try:
-            if len(messages) == 1:
-                subject, body = messages[0]
-                headers = dict(guard)
-                if idempotency_key:
-                    headers["Nats-Msg-Id"] = msg_id(idempotency_key, 1)
-                result = await self._publish_one(subject, body, headers)
+            if not self.tracing.enabled:  # the benchmarked path: no span, no header
+                result = await self._publish(messages, guard, {}, idempotency_key)
             else:
-                result = await self._publish_batch(messages, guard, idempotency_key)
+                attributes = {
+                    "messaging.system": "nats",
+                    "messaging.destination.name": messages[0][0],
+                    "messaging.batch.message_count": len(messages),
+                }
+                with self.tracing.span("jetstream append", attributes, kind="producer") as span:
+                    trace: dict[str, str] = {}
+                    self.tracing.inject(trace)  # the append span's context, for every message
+                    result = await self._publish(messages, guard, trace, idempotency_key)
+                    span.set_attribute("jetflow.seq", result.last_seq)
         except StoreFull:
             self._refused_bytes = sum(len(s) + len(b) + _RECORD_OVERHEAD for s, b in messages)
             raise
         self._refused_bytes = None
         return result
+
+    async def _publish(
+        self,
+        messages: list[tuple[str, bytes]],
+        guard: dict[str, str],
+        trace: dict[str, str],
+        idempotency_key: str | None,
+    ) -> AppendResult:
+        if len(messages) == 1:
+            subject, body = messages[0]
+            headers = guard | trace
+            if idempotency_key:
+                headers["Nats-Msg-Id"] = msg_id(idempotency_key, 1)
+            return await self._publish_one(subject, body, headers)
+        return await self._publish_batch(messages, guard, trace, idempotency_key)
 
     async def appended(self, idempotency_key: str) -> AppendResult | None:
         """Where the append made with ``idempotency_key`` was stored, within the duplicate window.
@@ -287,13 +315,14 @@ class JetStreamEventStore:
         self,
         messages: list[tuple[str, bytes]],
         guard: dict[str, str],
+        trace: dict[str, str],
         idempotency_key: str | None,
     ) -> AppendResult:
         batch_id = nats.nuid.NUID().next().decode()
         count = len(messages)
         batch: list[tuple[str, bytes, dict[str, str]]] = []
         for index, (subject, body) in enumerate(messages, start=1):
-            headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(index)}
+            headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(index), **trace}
             if index == 1:
                 headers.update(guard)
             if idempotency_key:
@@ -344,7 +373,8 @@ class JetStreamEventStore:
             headers = msg.headers or {}
             status = headers.get("Status")
             if status is None:
-                page.append(self.codec.decode(int(headers["Nats-Sequence"]), msg.data))
+                seq = int(headers["Nats-Sequence"])
+                page.append(self.codec.decode(seq, msg.data, headers.get(TRACEPARENT)))
             elif not done.done():
                 done.set_result((status, int(headers.get("Nats-Num-Pending", 0))))
 
@@ -368,7 +398,7 @@ class JetStreamEventStore:
 
     async def get(self, seq: int) -> RecordedEvent:
         raw = await self.js.get_msg(self.stream, seq, direct=True)
-        return self.codec.decode(seq, raw.data or b"")
+        return self.codec.decode(seq, raw.data or b"", _traceparent(raw.headers))
 
     async def first(self, subject_filter: str) -> RecordedEvent | None:
         """The earliest event matching ``subject_filter`` (one direct get), or None."""
@@ -378,7 +408,7 @@ class JetStreamEventStore:
             )
         except NotFoundError:
             return None
-        return self.codec.decode(raw.seq or 0, raw.data or b"")
+        return self.codec.decode(raw.seq or 0, raw.data or b"", _traceparent(raw.headers))
 
     async def history(self, aggregate: str, aggregate_id: str) -> list[RecordedEvent]:
         return await self.read_subject(aggregate_filter(aggregate, aggregate_id))
@@ -396,6 +426,10 @@ def msg_id(idempotency_key: str, index: int) -> str:
     than its first delivery (a node's first heartbeat is two events, the next one) still meets
     the first's id, so it is told apart as a duplicate instead of being appended again."""
     return idempotency_key if index == 1 else f"{idempotency_key}:{index}"
+
+
+def _traceparent(headers: dict[str, str] | None) -> str | None:
+    return headers.get(TRACEPARENT) if headers else None
 
 
 def servers(url: str) -> list[str]:

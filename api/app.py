@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
@@ -13,6 +15,8 @@ from api.dependencies import dependencies
 from api.errors import EXCEPTION_HANDLERS
 from api.health import VERSION
 from api.http import PUBLIC
+from api.log_redaction import redact
+from api.logs import in_request
 from api.metrics import MetricsController, http_metrics
 from api.openapi import describe_on_first_read
 from api.rate_limit import AuthFailureLimiter
@@ -22,11 +26,19 @@ from api.runtime import Runtime
 from handlers.render import load_hardware_configs
 
 
+class App(Litestar):
+    """The app, every request given its request id before anything else of it runs (routing,
+    authentication, the HTTP span), so that every line logged for it names it, a 404 too."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await in_request(super().__call__, scope, receive, send)
+
+
 def create_app(runtime: Runtime) -> Litestar:
     """Build the app around an already started runtime (its lifetime is the caller's)."""
     settings = runtime.settings
     proxies = TrustedProxies.parse(settings.trusted_proxies)
-    app = Litestar(
+    app = App(
         route_handlers=[api_v1(runtime.catalogue.routes), MetricsController, *ROOT_ROUTES],
         dependencies=dependencies(runtime),
         exception_handlers=EXCEPTION_HANDLERS,
@@ -38,6 +50,7 @@ def create_app(runtime: Runtime) -> Litestar:
             rate_limit(settings.rate_limit_per_minute, proxies),
         ],
         guards=[policy_guard],
+        plugins=runtime.tracing.http_plugins(redact),
         openapi_config=OpenAPIConfig(
             title="jetflow",
             version=VERSION,
@@ -49,6 +62,9 @@ def create_app(runtime: Runtime) -> Litestar:
             ),
         ),
         debug=False,
+        # Logging is `jetflow serve`'s (``api.logs``): Litestar's default would reconfigure the
+        # root logger in its own format when the app is built.
+        logging_config=None,
         state=State(
             {
                 "runtime": runtime,

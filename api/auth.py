@@ -29,6 +29,7 @@ from litestar.types import Scope
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 
+from adapters import log_context
 from adapters.credentials import InvalidToken, JwtVerifier, parse_api_key
 from api.client_address import TrustedProxies
 from api.rate_limit import AuthFailureLimiter, FixedWindowLimiter, RateLimitMiddleware
@@ -138,6 +139,7 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
         except NotAuthorizedException:
             failures.failed(address)
             raise
+        log_context.note(actor=principal.actor)
         return AuthenticationResult(user=principal, auth=token)
 
 

@@ -5,6 +5,8 @@
 it brings its own nats-server (embedded default) and stops it again on the way out. The embedded
 server requires nkeys (``adapters.nats_auth``) and holds the data folder's lock with the service;
 on an external server the service authenticates with the seed or creds file of the settings.
+A started runtime traces when the settings say so (``adapters.tracing``); one only opened (the
+replay and other command-line tools) never does.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from adapters.sql import (
     readable_sqlite,
     session_factory,
 )
+from adapters.tracing import NO_TRACING, Tracing, configure
 from api.settings import Settings
 from handlers.commands import CommandService
 from handlers.projector import ProjectionProgress, start_projection
@@ -75,6 +78,8 @@ class Runtime:
     # Where outbound calls may go: checked on callback URLs and on every webhook connection.
     egress: EgressPolicy = field(init=False)
     broker: NatsBroker | None = None
+    # The service's spans, if it traces; set by ``start`` before anything else happens.
+    tracing: Tracing = field(init=False, default=NO_TRACING)
     progress: ProjectionProgress = field(default_factory=ProjectionProgress)
     # This process's instruments, on a registry of its own (``adapters.metrics``).
     metrics: Metrics = field(default_factory=Metrics)
@@ -83,6 +88,8 @@ class Runtime:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self, *, projectors: bool = True, timers: bool = True) -> None:
+        # First: a missing otel extra refuses the start before the data folder is locked.
+        self.tracing = configure(self.settings.tracing, self.settings.tracer_provider)
         await self.open()
         await self.start_handlers(projectors=projectors, timers=timers)
 
@@ -104,15 +111,22 @@ class Runtime:
             self.nats_url = await self._start_embedded()
             self.nats_credentials = self.nats_users.service_credentials()
         nc = await connect(servers(self.nats_url), self.nats_credentials, "jetflow-event-store")
-        self.store = JetStreamEventStore(nc, self.catalogue.aggregates, s.stream_settings())
+        self.store = JetStreamEventStore(
+            nc, self.catalogue.aggregates, s.stream_settings(), tracing=self.tracing
+        )
         await self.store.ensure_stream()
         self.idempotency = await KeyValueIdempotencyRecords.open(
             self.store.js, f"{s.stream}_idempotency", replicas=s.stream_replicas
         )
         self.commands = CommandService(
-            self.store, self.idempotency, egress=self.egress, metrics=self.metrics
+            self.store,
+            self.idempotency,
+            egress=self.egress,
+            metrics=self.metrics,
+            tracing=self.tracing,
         )
         self.engine = create_engine(s.db_url or default_sqlite_url(s.data_dir.resolve()))
+        self.tracing.instrument_engine(self.engine)
         self.sessions = session_factory(self.engine)
         self.frames = FrameScheduler(self.sessions)
         self.secrets = SecretBox.from_settings(s.secret_key, s.data_dir)
@@ -151,6 +165,7 @@ class Runtime:
                         self.progress,
                         batch_size=s.projection_batch,
                         metrics=self.metrics,
+                        tracing=self.tracing,
                     )
                 )
         if timers:
@@ -221,3 +236,4 @@ class Runtime:
             await self.embedded.stop()
         if self.data_lock is not None:
             self.data_lock.release()
+        self.tracing.shutdown()

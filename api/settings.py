@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from adapters import tracing
 from adapters.credentials import check_jwt_key
 from adapters.event_store import StreamSettings
 from api.client_address import TrustedProxies
+
+LOG_FORMATS = ("auto", "json", "console")
 
 
 def _env(name: str, default: str) -> str:
@@ -37,6 +41,14 @@ def _jwt_key() -> str | None:
     if path := os.environ.get("JETFLOW_JWT_PUBLIC_KEY_FILE"):
         return Path(path).read_text()
     return os.environ.get("JETFLOW_JWT_PUBLIC_KEY") or None
+
+
+def _tracing() -> str:
+    """Off unless asked for: by name, or by the standard OTLP endpoint variables."""
+    if mode := os.environ.get("JETFLOW_TRACING"):
+        return mode
+    otlp = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    return "otlp" if any(os.environ.get(name) for name in otlp) else "off"
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,14 @@ class Settings:
     key_cache_s: float = 5.0
     # /api/v1/health/ready fails while any projection has more events than this to apply.
     ready_max_lag_events: int = 1000
+    # Where spans go: "off", "console" (stdout) or "otlp" (OTEL_EXPORTER_OTLP_ENDPOINT).
+    tracing: str = "off"
+    # An embedding program's own OpenTelemetry TracerProvider (the tests' in-memory exporter):
+    # traces even with tracing "off", and stays the embedder's to shut down. Never read from the
+    # environment. ``Any``: the extra may be absent, and Litestar resolves these annotations.
+    tracer_provider: Any = None
+    # `jetflow serve`'s log lines: "json", "console" (for people) or "auto" (console on a TTY).
+    log_format: str = "auto"
 
     def __post_init__(self) -> None:
         check_jwt_key(self.jwt_algorithm, self.jwt_key)
@@ -110,6 +130,12 @@ class Settings:
                 raise ValueError(f"{name} must be at least 1")
         if self.user_storage_quota_bytes < 0:
             raise ValueError("JETFLOW_USER_STORAGE_QUOTA_BYTES must be 0 (no quota) or more")
+        for name, value, allowed in (
+            ("JETFLOW_TRACING", self.tracing, tracing.MODES),
+            ("JETFLOW_LOG_FORMAT", self.log_format, LOG_FORMATS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
         if self.ready_max_lag_events < 0:
             raise ValueError("JETFLOW_READY_MAX_LAG_EVENTS must be 0 or more")
 
@@ -169,4 +195,6 @@ class Settings:
             violations_file=Path(p) if (p := os.environ.get("JETFLOW_VIOLATIONS")) else None,
             key_cache_s=float(_env("JETFLOW_KEY_CACHE_S", "5")),
             ready_max_lag_events=int(_env("JETFLOW_READY_MAX_LAG_EVENTS", "1000")),
+            tracing=_tracing(),
+            log_format=_env("JETFLOW_LOG_FORMAT", "auto"),
         )

@@ -19,18 +19,19 @@ if TYPE_CHECKING:
 
 async def serve(settings: Settings, host: str | None, port: int | None) -> int:
     from adapters.data_lock import DataDirInUse
-    from api import log_redaction
+    from adapters.tracing import TracingUnavailable
+    from api import logs
     from api.app import create_app
     from api.runtime import ProjectionDatabaseUnreadable, Runtime
     from cli.first_run import bootstrap_admin_key
     from handlers.ports import StoreFull
     from slices.catalogue import CATALOGUE
 
-    log_redaction.install()
+    logs.configure(settings.log_format)
     runtime = Runtime(settings, CATALOGUE)
     try:
         await runtime.start()
-    except (DataDirInUse, ProjectionDatabaseUnreadable, StoreFull) as refused:
+    except (DataDirInUse, ProjectionDatabaseUnreadable, StoreFull, TracingUnavailable) as refused:
         print(f"jetflow serve: {refused}", file=sys.stderr)
         return 1
     await bootstrap_admin_key(runtime)
@@ -39,6 +40,8 @@ async def serve(settings: Settings, host: str | None, port: int | None) -> int:
         host=host or settings.http_host,
         port=port or settings.http_port,
         log_level="info",
+        # uvicorn's loggers propagate to the one handler of `api.logs` (JSON or console).
+        log_config=None,
         lifespan="on",
         # The client address is jetflow's to decide (``api.client_address``, from
         # JETFLOW_TRUSTED_PROXIES): uvicorn's own rule would believe X-Forwarded-For from any

@@ -5,6 +5,9 @@ start the consumer is (re)created to begin right after the checkpoint whenever t
 (a wiped database, a replay, a runner that died mid-batch). ``max_ack_pending`` equal to the batch
 size keeps a single batch in flight, so events are applied in stream order. One projector runs
 per projection: a second service instance would recreate the consumer under the first.
+
+With tracing on, applying a batch is a span in the trace of the commands that appended its events
+(``Tracing.batch``: a batch can hold events of several traces), its SQL statements under it.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from adapters import log_context
 from adapters.event_store import JetStreamEventStore
 from adapters.metrics import Metrics
+from adapters.tracing import NO_TRACING, Tracing
 from handlers.consumer import consume
 from projections.base import Projection, apply_batch, read_checkpoint, reset
 
@@ -89,6 +94,7 @@ async def start_projection(
     *,
     batch_size: int = 500,
     metrics: Metrics,
+    tracing: Tracing = NO_TRACING,
 ) -> asyncio.Task[None]:
     """Line up the durable consumer with the SQL checkpoint and start applying batches, each
     timed into ``metrics``."""
@@ -99,7 +105,20 @@ async def start_projection(
     async def apply(msgs: list[Msg]) -> None:
         started = time.perf_counter()
         events = [store.decode(m) for m in msgs]
-        applied = await apply_batch(sessions, projection, events)
+        first, last = events[0].seq, events[-1].seq
+        attributes = {
+            "jetflow.projection": projection.name,
+            "jetflow.first_seq": first,
+            "jetflow.seq": last,
+            "messaging.batch.message_count": len(events),
+        }
+        with (
+            tracing.batch(
+                f"projection {projection.name}", [e.traceparent for e in events], attributes
+            ),
+            log_context.bound(projection=projection.name, first_seq=first, seq=last),
+        ):
+            applied = await apply_batch(sessions, projection, events)
         metrics.projection_batch(projection.name, time.perf_counter() - started)
         await msgs[-1].ack()  # AckPolicy.ALL: acknowledges the whole batch
         await progress.advance(projection.name, applied)

@@ -4,6 +4,7 @@ Each attempt is bounded as a whole (``timeout_s``, however slowly the receiver d
 and holds one of a fixed number of permits only while it is on the wire, never while it backs off.
 What is recorded of a failure names no address, port or system error: a refused target reads
 "refused by policy" whatever listens there, so the delivery log cannot be used to map a network.
+Each attempt is a span in the trace of the event it delivers (the POST and its record under it).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from dataclasses import dataclass
 
 import httpx
 
+from adapters import log_context
 from adapters.egress_http import EgressRefused
 from adapters.envelope import Metadata, RecordedEvent
+from adapters.tracing import NO_TRACING, Tracing
 from domain.base import DomainError
 from domain.webhooks import WEBHOOK, RecordWebhookAttempt
 from handlers.commands import CommandContext, CommandService
@@ -51,6 +54,7 @@ class Courier:
     max_attempts: int
     backoff_s: float
     timeout_s: float
+    tracing: Tracing = NO_TRACING
 
     async def deliver_next(self, webhook_id: str, http: httpx.AsyncClient) -> bool:
         """Settle the oldest event due of ``webhook_id``; answer whether more may be due."""
@@ -68,13 +72,26 @@ class Courier:
         attempt = state.attempts
         while True:
             attempt += 1
-            if notification is None:
-                outcome = Attempt(None, "no notification for this event", retry=False)
-            else:
-                outcome = await self.post(http, url, notification)
-            will_retry = outcome.retry and attempt < self.max_attempts
-            self.commands.metrics.webhook_attempt(outcome.error is None, will_retry)
-            if not await self._record(webhook_id, url, event, attempt, outcome, will_retry):
+            attributes = {
+                "jetflow.webhook_id": webhook_id,
+                "jetflow.event": event.type,
+                "jetflow.seq": event.seq,
+                "jetflow.attempt": attempt,
+            }
+            with (
+                self.tracing.span("webhook deliver", attributes, parent=event.traceparent) as span,
+                log_context.bound(webhook_id=webhook_id, seq=event.seq, attempt=attempt),
+            ):
+                if notification is None:
+                    outcome = Attempt(None, "no notification for this event", retry=False)
+                else:
+                    outcome = await self.post(http, url, notification)
+                if outcome.status_code is not None:
+                    span.set_attribute("http.response.status_code", outcome.status_code)
+                will_retry = outcome.retry and attempt < self.max_attempts
+                self.commands.metrics.webhook_attempt(outcome.error is None, will_retry)
+                recorded = await self._record(webhook_id, url, event, attempt, outcome, will_retry)
+            if not recorded:
                 return True  # someone else settled it: look at what is due now
             if not will_retry:
                 return True

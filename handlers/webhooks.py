@@ -27,9 +27,9 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
+import httpx
 from nats.aio.msg import Msg
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -39,6 +39,7 @@ from adapters.egress_http import guarded_client, tls_context
 from adapters.egress_policy import EgressPolicy
 from adapters.envelope import ALL_EVENTS, Metadata, RecordedEvent
 from adapters.event_store import JetStreamEventStore
+from adapters.tracing import NO_TRACING, Tracing
 from domain.base import Aggregate
 from domain.webhooks import WEBHOOK, ScheduleWebhook
 from handlers.commands import CommandContext, CommandService
@@ -108,6 +109,7 @@ class Dispatcher:
     backoff_s: float = 0.5
     timeout_s: float = 5.0
     concurrency: int = 64
+    tracing: Tracing = NO_TRACING
 
     def notification(self, event: RecordedEvent) -> Notification | None:
         source = self.sources.get(event.aggregate)
@@ -146,19 +148,25 @@ class Intake:
 
     async def handle(self, msgs: list[Msg]) -> None:
         """Record the batch's due events, per instance in stream order, then acknowledge it."""
-        due: dict[str, tuple[str, list[int]]] = {}
+        due: dict[str, tuple[str, list[RecordedEvent]]] = {}
         for msg in msgs:
             event = self.decode(msg)
             url = await self.dispatcher.callback_of(event)
             if url is not None:
-                due.setdefault(webhook_id_of(event), (url, []))[1].append(event.seq)
-        await asyncio.gather(*(self._schedule(wid, url, seqs) for wid, (url, seqs) in due.items()))
+                due.setdefault(webhook_id_of(event), (url, []))[1].append(event)
+        await asyncio.gather(*(self._schedule(wid, url, evs) for wid, (url, evs) in due.items()))
         for msg in msgs:
             await msg.ack()
 
-    async def _schedule(self, webhook_id: str, url: str, seqs: list[int]) -> None:
-        command = ScheduleWebhook(webhook_id=webhook_id, url=url, event_seqs=seqs)
-        await self.dispatcher.commands.execute(WEBHOOK, webhook_id, command, INTAKE)
+    async def _schedule(self, webhook_id: str, url: str, events: list[RecordedEvent]) -> None:
+        """In the trace of the first due event: its command led to this schedule."""
+        command = ScheduleWebhook(
+            webhook_id=webhook_id, url=url, event_seqs=[e.seq for e in events]
+        )
+        attributes = {"jetflow.webhook_id": webhook_id, "jetflow.seq": events[0].seq}
+        tracing = self.dispatcher.tracing
+        with tracing.span("webhook schedule", attributes, parent=events[0].traceparent):
+            await self.dispatcher.commands.execute(WEBHOOK, webhook_id, command, INTAKE)
         self.lanes.wake(url, webhook_id)
 
 
@@ -196,10 +204,14 @@ async def start_dispatcher(
             max_attempts=d.max_attempts,
             backoff_s=d.backoff_s,
             timeout_s=d.timeout_s,
+            tracing=d.tracing,
         )
-        connect = partial(
-            guarded_client, d.egress, timeout_s=d.timeout_s, max_connections=1, tls=tls_context()
-        )
+        tls = tls_context()
+
+        def connect() -> httpx.AsyncClient:
+            client = guarded_client(d.egress, timeout_s=d.timeout_s, max_connections=1, tls=tls)
+            return d.tracing.instrument_client(client)
+
         lanes = Lanes(courier.deliver_next, connect)
         intake = Intake(d, lanes, store.decode)
         try:

@@ -30,6 +30,7 @@ async def _dispatch(rt: Runtime) -> asyncio.Task[None]:
         backoff_s=s.webhook_backoff_s,
         timeout_s=s.webhook_timeout_s,
         concurrency=s.webhook_concurrency,
+        tracing=rt.tracing,
     )
     return await start_dispatcher(rt.store, dispatcher)
 
