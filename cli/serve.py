@@ -75,7 +75,9 @@ class _Server(uvicorn.Server):
 
         await super().startup(sockets)
         if self.started:
-            print(banner(self._base_url(), self.runtime.settings), file=sys.stderr, flush=True)
+            # A log record like every other line: in JSON logs it is one line, on a terminal
+            # it reads as written.
+            logging.getLogger("jetflow").info(banner(self._base_url(), self.runtime.settings))
 
     def _base_url(self) -> str:
         """The address as uvicorn logs it, with the port bound (``JETFLOW_PORT=0`` picks one)."""

@@ -50,7 +50,9 @@ async def until_logged(serve: ServeProcess, text: str, since: int = 0) -> str:
 @pytest.fixture(scope="module")
 async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServeProcess]:
     root = tmp_path_factory.mktemp("first-run")
-    serve = ServeProcess(embedded_env(root / "data", free_port()), root / "serve.log")
+    # As a person at a terminal reads it (JSON logs carry the banner as one record).
+    env = {**embedded_env(root / "data", free_port()), "JETFLOW_LOG_FORMAT": "console"}
+    serve = ServeProcess(env, root / "serve.log")
     try:
         await serve.start()
         await until_logged(serve, BANNER_END)

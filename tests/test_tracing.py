@@ -191,7 +191,7 @@ async def test_a_batch_of_several_traces_is_applied_once_and_shown_in_each(
     # Every event is in the stream before the projector starts: one fetch takes all three.
     rt = service.runtime
     projector = await start_projection(
-        rt.store, TASKS, rt.sessions, rt.progress, tracing=rt.tracing
+        rt.store, TASKS, rt.sessions, rt.progress, metrics=rt.metrics, tracing=rt.tracing
     )
     try:
         spans = await spans_until(exporter, lambda s: len(named(s, "projection tasks")) == 3)
