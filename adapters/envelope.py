@@ -6,6 +6,7 @@ route or audit it without knowing the payload sits beside it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +14,11 @@ from typing import Any
 import pydantic_core
 from uuid6 import uuid7
 
+from adapters.tracing import TRACEPARENT
 from domain.base import Aggregate, AggregateIndex, Event
+
+# The header JetStream deduplicates appends by; a keyed command's events carry its key there.
+MSG_ID = "Nats-Msg-Id"
 
 SUBJECT_PREFIX = "ev"
 
@@ -45,6 +50,8 @@ class RecordedEvent:
     # The W3C trace context of the append that recorded it, from the message's headers (never
     # the payload; None when tracing was off): where a projection or webhook continues the trace.
     traceparent: str | None = None
+    # The ``Nats-Msg-Id`` it was appended under (a keyed command's), from the headers too.
+    msg_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -117,7 +124,9 @@ class EventCodec:
     def __init__(self, aggregates: AggregateIndex) -> None:
         self.aggregates = aggregates
 
-    def decode(self, seq: int, data: bytes, traceparent: str | None = None) -> RecordedEvent:
+    def decode(
+        self, seq: int, data: bytes, headers: Mapping[str, str] | None = None
+    ) -> RecordedEvent:
         raw = pydantic_core.from_json(data)
         version, payload = self._current(
             raw["aggregate"], raw["type"], raw["schema_version"], raw["payload"]
@@ -134,7 +143,8 @@ class EventCodec:
             correlation_id=raw["correlation_id"],
             causation_id=raw["causation_id"],
             payload=payload,
-            traceparent=traceparent,
+            traceparent=headers.get(TRACEPARENT) if headers else None,
+            msg_id=headers.get(MSG_ID) if headers else None,
         )
 
     def _current(

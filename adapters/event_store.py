@@ -27,10 +27,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import PubAck
 from nats.js.errors import APIError, NotFoundError
 
 from adapters.envelope import (
+    MSG_ID,
     SUBJECT_PREFIX,
     EventCodec,
     Metadata,
@@ -40,7 +40,7 @@ from adapters.envelope import (
     subject_for,
     to_domain,
 )
-from adapters.tracing import NO_TRACING, TRACEPARENT, Tracing
+from adapters.tracing import NO_TRACING, Tracing
 from domain.base import Aggregate, AggregateIndex, Event
 from handlers.ports import (
     AppendResult,
@@ -54,7 +54,6 @@ from handlers.ports import (
 S = TypeVar("S")
 
 WRONG_LAST_SEQUENCE = 10071
-WRONG_LAST_MSG_ID = 10070
 BATCH_DUPLICATE_MSG_ID = 10201
 MESSAGE_TOO_LARGE = 10054
 # A write that finds no room (nats-server's errors.json): the account's storage limit, the
@@ -158,7 +157,7 @@ class JetStreamEventStore:
 
     def decode(self, msg: Msg) -> RecordedEvent:
         """A message a consumer of this stream delivered, as the event it records."""
-        return self.codec.decode(msg.metadata.sequence.stream, msg.data, _traceparent(msg.headers))
+        return self.codec.decode(msg.metadata.sequence.stream, msg.data, msg.headers)
 
     async def close(self) -> None:
         await self.nc.drain()
@@ -265,42 +264,18 @@ class JetStreamEventStore:
             subject, body = messages[0]
             headers = guard | trace
             if idempotency_key:
-                headers["Nats-Msg-Id"] = msg_id(idempotency_key, 1)
+                headers[MSG_ID] = msg_id(idempotency_key, 1)
             return await self._publish_one(subject, body, headers)
         return await self._publish_batch(messages, guard, trace, idempotency_key)
 
-    async def appended(self, idempotency_key: str) -> AppendResult | None:
-        """Where the append made with ``idempotency_key`` was stored, within the duplicate window.
-
-        Asked by publishing under its message ids with an expected last message id no message
-        has: the server answers a duplicate's sequence before it checks that expectation, and
-        the expectation refuses anything else, so the question never stores a message.
-        """
-        first = await self._stored_under(msg_id(idempotency_key, 1))
-        if first is None:
-            return None
-        # Batches are a few events long and their ids consecutive: ask until one is unknown.
-        last, index = first, 2
-        while (seq := await self._stored_under(msg_id(idempotency_key, index))) is not None:
-            last, index = seq, index + 1
-        return AppendResult(first, last, duplicate=True)
-
-    async def _stored_under(self, message_id: str) -> int | None:
-        headers = {
-            "Nats-Msg-Id": message_id,
-            "Nats-Expected-Last-Msg-Id": nats.nuid.NUID().next().decode(),
-        }
-        try:
-            ack: PubAck = await self.js.publish(
-                f"{SUBJECT_PREFIX}.lookup", b"", stream=self.stream, headers=headers
-            )
-        except APIError as error:
-            if error.err_code == WRONG_LAST_MSG_ID:
-                return None
-            raise _translate(error.err_code, error.description) from error
-        if not ack.duplicate:
-            raise EventStoreError(f"a lookup of {message_id!r} was stored at {ack.seq}")
-        return int(ack.seq)
+    async def appended(
+        self, aggregate: str, aggregate_id: str, idempotency_key: str
+    ) -> AppendResult | None:
+        """Where the append made with ``idempotency_key`` went in this aggregate's history, read
+        from its messages' ``Nats-Msg-Id`` headers. Only read: asking by publishing under the same
+        message id (with an expectation that refuses it) left the id pending in a cluster, and
+        every later append under it timed out."""
+        return keyed_append(await self.history(aggregate, aggregate_id), idempotency_key)
 
     async def _publish_one(
         self, subject: str, body: bytes, headers: dict[str, str]
@@ -326,7 +301,7 @@ class JetStreamEventStore:
             if index == 1:
                 headers.update(guard)
             if idempotency_key:
-                headers["Nats-Msg-Id"] = msg_id(idempotency_key, index)
+                headers[MSG_ID] = msg_id(idempotency_key, index)
             if index == count:
                 headers["Nats-Batch-Commit"] = "1"
             batch.append((subject, body, headers))
@@ -374,7 +349,7 @@ class JetStreamEventStore:
             status = headers.get("Status")
             if status is None:
                 seq = int(headers["Nats-Sequence"])
-                page.append(self.codec.decode(seq, msg.data, headers.get(TRACEPARENT)))
+                page.append(self.codec.decode(seq, msg.data, headers))
             elif not done.done():
                 done.set_result((status, int(headers.get("Nats-Num-Pending", 0))))
 
@@ -398,7 +373,7 @@ class JetStreamEventStore:
 
     async def get(self, seq: int) -> RecordedEvent:
         raw = await self.js.get_msg(self.stream, seq, direct=True)
-        return self.codec.decode(seq, raw.data or b"", _traceparent(raw.headers))
+        return self.codec.decode(seq, raw.data or b"", raw.headers)
 
     async def first(self, subject_filter: str) -> RecordedEvent | None:
         """The earliest event matching ``subject_filter`` (one direct get), or None."""
@@ -408,7 +383,7 @@ class JetStreamEventStore:
             )
         except NotFoundError:
             return None
-        return self.codec.decode(raw.seq or 0, raw.data or b"", _traceparent(raw.headers))
+        return self.codec.decode(raw.seq or 0, raw.data or b"", raw.headers)
 
     async def history(self, aggregate: str, aggregate_id: str) -> list[RecordedEvent]:
         return await self.read_subject(aggregate_filter(aggregate, aggregate_id))
@@ -428,8 +403,16 @@ def msg_id(idempotency_key: str, index: int) -> str:
     return idempotency_key if index == 1 else f"{idempotency_key}:{index}"
 
 
-def _traceparent(headers: dict[str, str] | None) -> str | None:
-    return headers.get(TRACEPARENT) if headers else None
+def keyed_append(events: Sequence[RecordedEvent], idempotency_key: str) -> AppendResult | None:
+    """The append among ``events`` (one aggregate's history) made with ``idempotency_key``: its
+    first event carries the key as message id, the rest ``<key>:<n>`` in consecutive order."""
+    by_id = {event.msg_id: event.seq for event in events if event.msg_id}
+    if (first := by_id.get(msg_id(idempotency_key, 1))) is None:
+        return None
+    last, index = first, 2
+    while (seq := by_id.get(msg_id(idempotency_key, index))) is not None:
+        last, index = seq, index + 1
+    return AppendResult(first, last, duplicate=True)
 
 
 def servers(url: str) -> list[str]:

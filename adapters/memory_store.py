@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from adapters.envelope import (
+    MSG_ID,
     EventCodec,
     Metadata,
     RecordedEvent,
@@ -32,7 +33,7 @@ from adapters.envelope import (
     subject_for,
     to_domain,
 )
-from adapters.event_store import StreamSettings, msg_id
+from adapters.event_store import StreamSettings, keyed_append, msg_id
 from domain.base import Aggregate, AggregateIndex, Event
 from handlers.ports import (
     AppendResult,
@@ -52,6 +53,7 @@ MAX_BATCH = 1000  # nats-server's default limit on the messages of one atomic ba
 class _Message:
     subject: tuple[str, ...]  # split into tokens once, for filter matching
     data: bytes
+    headers: dict[str, str]  # the Nats-Msg-Id of a keyed append's events
 
 
 class MemoryEventStore:
@@ -120,22 +122,18 @@ class MemoryEventStore:
             self._check_version(aggregate, aggregate_id, expected_version)
         first = len(self._messages) + 1
         now = time.monotonic()
-        for subject, data in messages:
-            self._messages.append(_Message(tuple(subject.split(".")), data))
+        for index, (subject, data) in enumerate(messages):
+            headers = {MSG_ID: msg_ids[index]} if msg_ids else {}
+            self._messages.append(_Message(tuple(subject.split(".")), data, headers))
         for seq, stored in enumerate(msg_ids, start=first):
             self._msg_ids[stored] = (seq, now)
         self._versions[(aggregate, aggregate_id)] = len(self._messages)
         return AppendResult(first, len(self._messages))
 
-    async def appended(self, idempotency_key: str) -> AppendResult | None:
-        await asyncio.sleep(0)
-        self._forget_old_msg_ids()
-        if (first := self._msg_ids.get(msg_id(idempotency_key, 1))) is None:
-            return None
-        last, index = first, 2
-        while (seen := self._msg_ids.get(msg_id(idempotency_key, index))) is not None:
-            last, index = seen, index + 1
-        return AppendResult(first[0], last[0], duplicate=True)
+    async def appended(
+        self, aggregate: str, aggregate_id: str, idempotency_key: str
+    ) -> AppendResult | None:
+        return keyed_append(await self.history(aggregate, aggregate_id), idempotency_key)
 
     def _check_size(self, messages: list[tuple[str, bytes]]) -> None:
         if any(len(data) > self.settings.max_msg_size for _, data in messages):
@@ -156,7 +154,8 @@ class MemoryEventStore:
     async def read_subject(self, subject_filter: str, from_seq: int = 1) -> list[RecordedEvent]:
         await asyncio.sleep(0)
         return [
-            self.codec.decode(seq, m.data) for seq, m in self._matching(subject_filter, from_seq)
+            self.codec.decode(seq, m.data, m.headers)
+            for seq, m in self._matching(subject_filter, from_seq)
         ]
 
     async def read_page(self, subject_filter: str, start: int) -> tuple[list[RecordedEvent], int]:
@@ -165,7 +164,7 @@ class MemoryEventStore:
         pending = 0
         for seq, message in self._matching(subject_filter, start):
             if len(page) < READ_PAGE:
-                page.append(self.codec.decode(seq, message.data))
+                page.append(self.codec.decode(seq, message.data, message.headers))
             else:
                 pending += 1
         return page, pending
@@ -174,12 +173,13 @@ class MemoryEventStore:
         await asyncio.sleep(0)
         if not 1 <= seq <= len(self._messages):
             raise LookupError(f"{self.stream} holds no event at sequence {seq}")
-        return self.codec.decode(seq, self._messages[seq - 1].data)
+        stored = self._messages[seq - 1]
+        return self.codec.decode(seq, stored.data, stored.headers)
 
     async def first(self, subject_filter: str) -> RecordedEvent | None:
         await asyncio.sleep(0)
         found = next(self._matching(subject_filter, 1), None)
-        return self.codec.decode(found[0], found[1].data) if found else None
+        return self.codec.decode(found[0], found[1].data, found[1].headers) if found else None
 
     async def history(self, aggregate: str, aggregate_id: str) -> list[RecordedEvent]:
         return await self.read_subject(aggregate_filter(aggregate, aggregate_id))

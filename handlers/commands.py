@@ -152,11 +152,15 @@ class CommandService:
                 except DomainError:
                     # A resend whose first answer was not remembered is decided on the state
                     # its first delivery made: the log still says what that appended.
-                    if key is not None and (first := await self._logged_answer(scope, key)):
+                    if key is not None and (
+                        first := await self._logged_answer(scope, key, aggregate, aggregate_id)
+                    ):
                         return first
                     raise
                 if not events:  # nothing to record: the command is already satisfied
-                    if key is not None and (first := await self._logged_answer(scope, key)):
+                    if key is not None and (
+                        first := await self._logged_answer(scope, key, aggregate, aggregate_id)
+                    ):
                         return first
                     return CommandOutcome(aggregate.name, aggregate_id, version, version, ())
                 try:
@@ -176,13 +180,11 @@ class CommandService:
                     continue
                 except DuplicateAppend:
                     assert key is not None
-                    if first := await self._logged_answer(scope, key):
+                    if first := await self._logged_answer(scope, key, aggregate, aggregate_id):
                         return first
                     raise
                 if result.duplicate and key is not None:
-                    # The ack names the first event; the log knows how many the append had.
-                    found = await self.store.appended(f"{scope}:{key}") or result
-                    return await self._answer_from_log(scope, key, found)
+                    return await self._duplicate_answer(scope, key, result)
                 # The expected-sequence check proves nothing came between ``version`` and us.
                 self.repository.applied(aggregate, aggregate_id, state, events, result.last_seq)
                 outcome = CommandOutcome(
@@ -298,11 +300,24 @@ class CommandService:
                 full,
             )
 
-    async def _logged_answer(self, scope: str, key: str) -> CommandOutcome | None:
-        """The first answer, from the log, if an append with this key is in the duplicate
-        window."""
-        found = await self.store.appended(f"{scope}:{key}")
+    async def _logged_answer(
+        self, scope: str, key: str, aggregate: Aggregate[Any], aggregate_id: str
+    ) -> CommandOutcome | None:
+        """The first answer, from the aggregate's history, if an append with this key is in it."""
+        found = await self.store.appended(aggregate.name, aggregate_id, f"{scope}:{key}")
         return None if found is None else await self._answer_from_log(scope, key, found)
+
+    async def _duplicate_answer(
+        self, scope: str, key: str, duplicate: AppendResult
+    ) -> CommandOutcome:
+        """The stream told a resend's append apart as a duplicate: the remembered answer, or
+        (missing) the first append read back. The ack names that append's first event; its
+        aggregate's history says how many events the append had."""
+        if known := await self.idempotency.get(scope, key):
+            return known
+        first = await self.store.get(duplicate.first_seq)
+        found = await self.store.appended(first.aggregate, first.aggregate_id, f"{scope}:{key}")
+        return await self._answer_from_log(scope, key, found or duplicate)
 
     async def _answer_from_log(self, scope: str, key: str, found: AppendResult) -> CommandOutcome:
         """The stream already holds this command's events: answer as the first delivery did.
@@ -310,8 +325,6 @@ class CommandService:
         Its remembered answer may be missing (it died between its append and the record, or
         the record found no room) or not written yet; the events themselves say the same.
         """
-        if known := await self.idempotency.get(scope, key):
-            return known
         seqs = range(found.first_seq, found.last_seq + 1)
         recorded = [await self.store.get(seq) for seq in seqs]
         outcome = CommandOutcome(

@@ -15,8 +15,8 @@ The contract, checked against both stores by ``tests/test_event_store_contract.p
 - The events of one ``append`` are stored all or none, with consecutive sequences.
 - An idempotency key seen within the duplicate window stores nothing: a single event answers the
   first append's sequence with ``duplicate`` set (after the version check), several events are
-  refused with ``DuplicateAppend`` (before it). ``appended`` answers, within that window, where
-  the append made with a key was stored, and stores nothing itself.
+  refused with ``DuplicateAppend`` (before it). ``appended`` answers where in an aggregate's
+  history the append made with a key was stored, and only reads.
 - An append that finds no room is refused with ``StoreFull`` and stores nothing.
 """
 
@@ -85,10 +85,12 @@ class EventStore(Protocol):
         occurred_at: datetime | None = None,
     ) -> AppendResult: ...
 
-    async def appended(self, idempotency_key: str) -> AppendResult | None:
-        """Where the append made with ``idempotency_key`` was stored (``duplicate`` set), if it
-        was made within the duplicate window; the log's own answer when a remembered one is
-        missing. Stores nothing."""
+    async def appended(
+        self, aggregate: str, aggregate_id: str, idempotency_key: str
+    ) -> AppendResult | None:
+        """Where in this aggregate's history the append made with ``idempotency_key`` was
+        stored (``duplicate`` set): the log's own answer when a remembered one is missing. Only
+        reads."""
 
     async def read_subject(self, subject_filter: str, from_seq: int = 1) -> list[RecordedEvent]:
         """Every event matching ``subject_filter`` from ``from_seq`` on, in sequence order."""

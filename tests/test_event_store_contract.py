@@ -188,12 +188,12 @@ async def test_the_log_says_where_a_keyed_append_went_and_the_question_stores_no
     batch = [submitted("t2"), progressed("t2", 1), progressed("t2", 2)]
     several = await store.append("task", "t2", batch, 0, idempotency_key="k-batch")
 
-    assert await store.appended("k-single") == AppendResult(2, 2, duplicate=True)
-    assert await store.appended("k-batch") == AppendResult(3, 5, duplicate=True)
+    assert await store.appended("task", "t1", "k-single") == AppendResult(2, 2, duplicate=True)
+    assert await store.appended("task", "t2", "k-batch") == AppendResult(3, 5, duplicate=True)
     for unknown in ("k-never", "k-batch:9", "k-single:2"):
-        assert await store.appended(unknown) is None
-    # Asking twice changes nothing: no question was stored, not even under a new key.
-    assert await store.appended("k-never") is None
+        assert await store.appended("task", "t2", unknown) is None
+    # Each append is found in its own aggregate's history only.
+    assert await store.appended("task", "t2", "k-single") is None
     assert await store.last_seq() == several.last_seq == 5
     assert [e.seq for e in await store.read_subject("ev.>")] == [1, single.last_seq, 3, 4, 5]
 
