@@ -38,6 +38,9 @@ class ProjectionReading:
     lag_events: int | None = None
     # Age of the oldest such event (0 when caught up).
     lag_seconds: float | None = None
+    # Events parked and not yet resolved (``domain.parking``), and whether this process halted it.
+    parked_events: int = 0
+    halted: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,12 @@ class ReadingCollector:
         )
         parked = GaugeMetricFamily(
             "jetflow_projection_parked_events",
-            "Events a projection set aside; always 0: a failing batch is retried in stream "
-            "order until it applies, never skipped (handlers.consumer)",
+            "Events a projection parked after they failed to apply, not yet retried or skipped",
+            labels=["projection"],
+        )
+        halted = GaugeMetricFamily(
+            "jetflow_projection_halted",
+            "1 when this process stopped a projection (policy halt) on an event that kept failing",
             labels=["projection"],
         )
         backlog = GaugeMetricFamily(
@@ -122,7 +129,8 @@ class ReadingCollector:
                 last_seq.add_metric([], r.stream_last_seq)
             for name, projection in r.projections.items():
                 applied.add_metric([name], projection.applied_seq)
-                parked.add_metric([name], 0)
+                parked.add_metric([name], projection.parked_events)
+                halted.add_metric([name], float(projection.halted))
                 if projection.lag_events is not None:
                     lag.add_metric([name], projection.lag_events)
                 if projection.lag_seconds is not None:
@@ -141,6 +149,7 @@ class ReadingCollector:
             lag,
             lag_s,
             parked,
+            halted,
             backlog,
             *statuses.values(),
         ]

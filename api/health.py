@@ -3,6 +3,9 @@
 Public, so it says whether NATS works and whether the service authenticates to it, but where
 the server listens only to an admin: the address is no business of an anonymous caller.
 
+A parked event (``domain.parking``) or a halted projection leaves the service ``degraded`` too:
+its read model misses an event until an operator retries or skips it (``/api/v1/parked``).
+
 A full event store leaves reads working and refuses every write (507 ``event_store_full``), so
 the service answers ``degraded`` (503) until the log can take the refused append again.
 """
@@ -23,6 +26,7 @@ from api.answers import Answer, Sparse
 from api.auth import principal_of
 from api.http import PUBLIC, Rt
 from domain.access import Role
+from handlers.parking import parked_counts
 from handlers.projector import consumer_name
 
 # The installed distribution's version: pyproject.toml is its one source.
@@ -58,8 +62,13 @@ class EventStoreHealth(Answer):
 
 
 class ProjectionLag(Answer):
+    """``parked_events``: events set aside, still unresolved; ``halted``: this process stopped
+    the projection on an event that kept failing (its policy is ``halt``)."""
+
     applied_seq: int
     lag_events: int
+    parked_events: int
+    halted: bool
 
 
 class DatabaseHealth(Sparse):
@@ -107,6 +116,17 @@ class HealthController(Controller):
         components: dict[str, Any] = {}
         healthy = True
         full = False
+        parked: dict[str, int] = {}
+        try:
+            async with runtime.sessions() as session:
+                await session.execute(text("SELECT 1"))
+                parked = await parked_counts(session)
+            components["database"] = DatabaseHealth(
+                status="healthy", dialect=runtime.engine.dialect.name
+            )
+        except SQLAlchemyError as error:
+            healthy = False
+            components["database"] = DatabaseHealth(status="unhealthy", error=type(error).__name__)
         try:
             info = await runtime.store.js.stream_info(runtime.store.stream)
             principal = principal_of(request)
@@ -142,20 +162,13 @@ class HealthController(Controller):
                 projections[projection.name] = ProjectionLag(
                     applied_seq=runtime.progress.applied.get(projection.name, 0),
                     lag_events=(consumer.num_pending or 0) + (consumer.num_ack_pending or 0),
+                    parked_events=parked.get(projection.name, 0),
+                    halted=projection.name in runtime.progress.halted,
                 )
             components["projections"] = projections
         except (NatsError, TimeoutError) as error:
             healthy = False
             components["nats"] = NatsHealth(status="unhealthy", error=type(error).__name__)
-        try:
-            async with runtime.sessions() as session:
-                await session.execute(text("SELECT 1"))
-            components["database"] = DatabaseHealth(
-                status="healthy", dialect=runtime.engine.dialect.name
-            )
-        except SQLAlchemyError as error:
-            healthy = False
-            components["database"] = DatabaseHealth(status="unhealthy", error=type(error).__name__)
         disk = psutil.disk_usage(str(runtime.settings.data_dir.resolve()))
         components["system"] = SystemHealth(
             cpu_percent=psutil.cpu_percent(interval=None),
@@ -163,7 +176,10 @@ class HealthController(Controller):
             disk_percent=disk.percent,
             disk_free_bytes=disk.free,
         )
-        overall: Overall = "unhealthy" if not healthy else "degraded" if full else "healthy"
+        set_aside = any(parked.values()) or bool(runtime.progress.halted)
+        overall: Overall = (
+            "unhealthy" if not healthy else "degraded" if full or set_aside else "healthy"
+        )
         body = Health(
             status=overall,
             version=VERSION,

@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from litestar import Controller, Response, get
 from litestar._asgi.utils import wrap_in_exception_handler
@@ -41,6 +41,7 @@ from api.runtime import Runtime
 from domain.deployments import DeploymentStatus
 from domain.render import RenderStatus
 from domain.tasks import TaskStatus
+from handlers.parking import parked_counts
 from handlers.projector import consumer_name
 from projections.base import Projection
 from projections.deployments import deployments, webhook_backlog
@@ -136,6 +137,7 @@ async def _lag(
 
 async def _read_stream(runtime: Runtime) -> tuple[bool, int | None, dict[str, ProjectionReading]]:
     applied = dict(runtime.progress.applied)
+    halted = runtime.progress.halted
     projections = runtime.catalogue.projections
     try:
         async with asyncio.timeout(READ_TIMEOUT_S):
@@ -144,9 +146,16 @@ async def _read_stream(runtime: Runtime) -> tuple[bool, int | None, dict[str, Pr
                 *(_lag(runtime, p, applied.get(p.name, 0)) for p in projections)
             )
     except (NatsError, TimeoutError):
-        return False, None, {p.name: ProjectionReading(applied.get(p.name, 0)) for p in projections}
+        return (
+            False,
+            None,
+            {
+                p.name: ProjectionReading(applied.get(p.name, 0), halted=p.name in halted)
+                for p in projections
+            },
+        )
     readings = {
-        p.name: ProjectionReading(applied.get(p.name, 0), events, seconds)
+        p.name: ProjectionReading(applied.get(p.name, 0), events, seconds, halted=p.name in halted)
         for p, (events, seconds) in zip(projections, lags, strict=True)
     }
     return True, int(info.state.last_seq), readings
@@ -174,7 +183,7 @@ async def _backlog(session: AsyncSession) -> dict[str, int]:
 
 async def _read_database(
     runtime: Runtime,
-) -> tuple[bool, dict[str, Mapping[str, int]], dict[str, int]]:
+) -> tuple[bool, dict[str, Mapping[str, int]], dict[str, int], dict[str, int]]:
     statuses: dict[str, Mapping[str, int]] = {}
     try:
         async with asyncio.timeout(READ_TIMEOUT_S), runtime.sessions() as session:
@@ -186,16 +195,18 @@ async def _read_database(
                 counts.update({status: int(count) for status, count in rows.all()})
                 statuses[name] = counts
             backlog = await _backlog(session)
+            parked = await parked_counts(session)
     except (SQLAlchemyError, TimeoutError):
-        return False, {}, {}
-    return True, statuses, backlog
+        return False, {}, {}, {}
+    return True, statuses, backlog, parked
 
 
 async def read(runtime: Runtime, live_feeds: int) -> Reading:
     """What a scrape shows besides the counts: health, lag, read-model totals, backlog."""
-    (nats_up, last_seq, projections), (database_up, statuses, backlog) = await asyncio.gather(
+    (nats_up, last_seq, readings), (database_up, statuses, backlog, parked) = await asyncio.gather(
         _read_stream(runtime), _read_database(runtime)
     )
+    projections = {n: replace(r, parked_events=parked.get(n, 0)) for n, r in readings.items()}
     return Reading(
         nats_up=nats_up,
         database_up=database_up,

@@ -39,7 +39,7 @@ from adapters.sql import (
 from adapters.tracing import NO_TRACING, Tracing, configure
 from api.settings import Settings
 from handlers.commands import CommandService
-from handlers.projector import ProjectionProgress, start_projection
+from handlers.projector import Parking, ProjectionProgress, start_projection
 from handlers.render import FrameScheduler
 from handlers.timers import run_timers
 from projections.base import create_tables
@@ -165,6 +165,7 @@ class Runtime:
                         self.progress,
                         batch_size=s.projection_batch,
                         metrics=self.metrics,
+                        parking=Parking(self.commands, s.park_after_attempts),
                         tracing=self.tracing,
                     )
                 )

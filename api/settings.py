@@ -109,6 +109,9 @@ class Settings:
     key_cache_s: float = 5.0
     # /api/v1/health/ready fails while any projection has more events than this to apply.
     ready_max_lag_events: int = 1000
+    # An event whose apply fails this many times on its own is parked (or halts a projection
+    # whose policy is "halt"); a database that does not answer counts no attempt.
+    park_after_attempts: int = 5
     # Where spans go: "off", "console" (stdout) or "otlp" (OTEL_EXPORTER_OTLP_ENDPOINT).
     tracing: str = "off"
     # An embedding program's own OpenTelemetry TracerProvider (the tests' in-memory exporter):
@@ -125,6 +128,7 @@ class Settings:
             ("JETFLOW_LIVE_FEEDS_PER_KEY", self.live_feeds_per_key),
             ("JETFLOW_LIVE_FEEDS_TOTAL", self.live_feeds_total),
             ("JETFLOW_AUTH_FAILURES_PER_MINUTE", self.auth_failures_per_minute),
+            ("JETFLOW_PARK_AFTER_ATTEMPTS", self.park_after_attempts),
         ):
             if least < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -195,6 +199,7 @@ class Settings:
             violations_file=Path(p) if (p := os.environ.get("JETFLOW_VIOLATIONS")) else None,
             key_cache_s=float(_env("JETFLOW_KEY_CACHE_S", "5")),
             ready_max_lag_events=int(_env("JETFLOW_READY_MAX_LAG_EVENTS", "1000")),
+            park_after_attempts=int(_env("JETFLOW_PARK_AFTER_ATTEMPTS", "5")),
             tracing=_tracing(),
             log_format=_env("JETFLOW_LOG_FORMAT", "auto"),
         )

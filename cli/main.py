@@ -12,7 +12,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from api.settings import Settings
-from cli import events, keys, nats_users, retrying, sandboxing, worker
+from cli import events, keys, nats_users, parked, retrying, sandboxing, worker
 from cli.serve import serve
 from cli.violations import load_violations_file
 
@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("replay", help="drop every projection and rebuild it from sequence 1")
     events.add_parser(sub)
     keys.add_parser(sub)
+    parked.add_parser(sub)
     nats_users.add_parser(sub)
 
     violations = sub.add_parser(
@@ -106,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_render_nodes(args, settings))
     if args.command == "keys":
         return keys.main(args, settings)
+    if args.command == "parked":
+        return parked.main(args, settings)
     if args.command == "nats-users":
         return nats_users.main(args, settings)
     if args.command == "events":

@@ -25,6 +25,11 @@ BatchHandler = Callable[[list[Msg]], Awaitable[None]]
 RETRY_DELAY_S = 1.0
 
 
+class StopConsuming(Exception):
+    """Raised by a handler whose batch must not be handed over again: the consumer ends with
+    it (a projection halted on an event that keeps failing)."""
+
+
 async def consume(
     js: JetStreamContext,
     stream: str,
@@ -37,7 +42,8 @@ async def consume(
     """Hand every fetched batch to ``handle`` until cancelled.
 
     ``handle`` acknowledges what it applied. If it raises, the batch is negatively acknowledged
-    with a delay, so it comes back in order after the fault (a database outage, say) is gone.
+    with a delay, so it comes back in order after the fault (a database outage, say) is gone;
+    ``StopConsuming`` ends the consumer instead.
     """
     sub = await js.pull_subscribe_bind(durable=durable, stream=stream)
     task = asyncio.current_task()
@@ -61,7 +67,7 @@ async def consume(
                 continue
             try:
                 await handle(msgs)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, StopConsuming):
                 raise
             except Exception:
                 log.exception("consumer %s failed on a batch of %d; retrying", durable, len(msgs))

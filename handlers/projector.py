@@ -6,6 +6,13 @@ start the consumer is (re)created to begin right after the checkpoint whenever t
 size keeps a single batch in flight, so events are applied in stream order. One projector runs
 per projection: a second service instance would recreate the consumer under the first.
 
+A batch that fails is applied again event by event, each in its own transaction with the
+checkpoint, to find the event that fails (``Parking``): after ``after_attempts`` failures of its
+own it is parked (recorded in the log, ``domain.parking``) and the checkpoint moves past it, or,
+for a projection whose policy is ``halt``, the projection stops loudly. A failure after which the
+database does not answer ``SELECT 1`` is an outage, not a poison event: no attempt is counted and
+the batch is handed over again later, so an outage never parks anything.
+
 With tracing on, applying a batch is a span in the trace of the commands that appended its events
 (``Tracing.batch``: a batch can hold events of several traces), its SQL statements under it.
 """
@@ -24,14 +31,19 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters import log_context
+from adapters.envelope import RecordedEvent
 from adapters.event_store import JetStreamEventStore
 from adapters.metrics import Metrics
 from adapters.tracing import NO_TRACING, Tracing
-from handlers.consumer import consume
-from projections.base import Projection, apply_batch, read_checkpoint, reset
+from handlers.commands import CommandService
+from handlers.consumer import StopConsuming, consume
+from handlers.parking import error_text, park_event
+from projections.base import Projection, apply_batch, pass_event, read_checkpoint, reset
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +54,86 @@ def consumer_name(projection: Projection) -> str:
 
 @dataclass
 class ProjectionProgress:
-    """In-process view of how far each projection has got, so waiting readers wake at once."""
+    """In-process view of how far each projection has got, so waiting readers wake at once,
+    and which projections this process halted (name to the error), for health and metrics."""
 
     applied: dict[str, int] = field(default_factory=dict)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    halted: dict[str, str] = field(default_factory=dict)
 
     async def advance(self, name: str, seq: int) -> None:
         async with self.changed:
             self.applied[name] = max(seq, self.applied.get(name, 0))
             self.changed.notify_all()
+
+
+class ProjectionHalted(StopConsuming):
+    """A projection whose policy is ``halt`` met an event that keeps failing."""
+
+
+@dataclass(frozen=True)
+class Parking:
+    """How a failing batch is taken apart: who records a parked event, and after how many
+    failures of its own."""
+
+    commands: CommandService
+    after_attempts: int = 5
+    retry_delay_s: float = 0.2
+
+
+async def database_answers(sessions: async_sessionmaker[AsyncSession]) -> bool:
+    try:
+        async with sessions() as session:
+            await session.execute(text("SELECT 1"))
+    except SQLAlchemyError:
+        return False
+    return True
+
+
+async def apply_one_by_one(
+    sessions: async_sessionmaker[AsyncSession],
+    projection: Projection,
+    events: list[RecordedEvent],
+    parking: Parking,
+    progress: ProjectionProgress,
+) -> int:
+    """Apply a failed batch event by event, parking (or halting on) the events that keep
+    failing; return the checkpoint. Raises the failure itself while the database is away."""
+    applied = await read_checkpoint(sessions, projection.name)
+    for event in events:
+        attempts = 0
+        while event.seq > applied:
+            attempts += 1
+            try:
+                applied = await apply_batch(sessions, projection, [event])
+            except Exception as failure:  # a projection's apply may raise anything on bad data
+                if not await database_answers(sessions):
+                    raise
+                if attempts < parking.after_attempts:
+                    await asyncio.sleep(parking.retry_delay_s)
+                    continue
+                if projection.on_failure == "halt":
+                    progress.halted[projection.name] = error_text(failure)
+                    log.error(
+                        "projection %s HALTED: event %d (%s) failed %d times: %s",
+                        projection.name,
+                        event.seq,
+                        event.type,
+                        attempts,
+                        error_text(failure),
+                    )
+                    raise ProjectionHalted(projection.name) from failure
+                await park_event(parking.commands, projection, event, failure, attempts)
+                log.error(
+                    "projection %s parked event %d (%s) after %d attempts: %s",
+                    projection.name,
+                    event.seq,
+                    event.type,
+                    attempts,
+                    error_text(failure),
+                )
+                applied = await pass_event(sessions, projection, event.seq)
+    return applied
 
 
 async def prepare_consumer(
@@ -94,10 +177,12 @@ async def start_projection(
     *,
     batch_size: int = 500,
     metrics: Metrics,
+    parking: Parking,
     tracing: Tracing = NO_TRACING,
 ) -> asyncio.Task[None]:
     """Line up the durable consumer with the SQL checkpoint and start applying batches, each
-    timed into ``metrics``."""
+    timed into ``metrics``; a failing batch is taken apart as ``parking`` says."""
+    progress.halted.pop(projection.name, None)
     checkpoint = await read_checkpoint(sessions, projection.name)
     await progress.advance(projection.name, checkpoint)
     await prepare_consumer(store.js, store.stream, projection, checkpoint, batch_size)
@@ -118,7 +203,17 @@ async def start_projection(
             ),
             log_context.bound(projection=projection.name, first_seq=first, seq=last),
         ):
-            applied = await apply_batch(sessions, projection, events)
+            try:
+                applied = await apply_batch(sessions, projection, events)
+            except Exception:  # the whole batch rolled back: find the event that fails
+                log.warning(
+                    "projection %s: batch %d..%d failed; applying it event by event",
+                    projection.name,
+                    first,
+                    last,
+                    exc_info=True,
+                )
+                applied = await apply_one_by_one(sessions, projection, events, parking, progress)
         metrics.projection_batch(projection.name, time.perf_counter() - started)
         await msgs[-1].ack()  # AckPolicy.ALL: acknowledges the whole batch
         await progress.advance(projection.name, applied)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import BigInteger, Column, MetaData, String, Table, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -29,6 +29,9 @@ checkpoints = Table(
 )
 
 Applier = Callable[[AsyncSession, Sequence[RecordedEvent]], Awaitable[None]]
+# What the runner does with an event that keeps failing (``handlers.projector``): set it aside
+# and go on (``park``), or stop the projection loudly (``halt``) where a gap is worse than a stop.
+FailurePolicy = Literal["park", "halt"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Projection:
     source: Aggregate[Any]
     tables: tuple[Table, ...]
     apply: Applier
+    on_failure: FailurePolicy = "park"
 
     @property
     def subject_filter(self) -> str:
@@ -66,6 +70,33 @@ async def checkpoint(session: AsyncSession, name: str, *, lock: bool = False) ->
 async def read_checkpoint(sessions: async_sessionmaker[AsyncSession], name: str) -> int:
     async with sessions() as session:
         return await checkpoint(session, name)
+
+
+async def apply_alone(
+    sessions: async_sessionmaker[AsyncSession], projection: Projection, event: RecordedEvent
+) -> None:
+    """Apply one event the checkpoint has already passed (a parked event being retried), in
+    its own transaction; the checkpoint stays where it is."""
+    async with sessions() as session, session.begin():
+        await projection.apply(session, [event])
+
+
+async def pass_event(
+    sessions: async_sessionmaker[AsyncSession], projection: Projection, seq: int
+) -> int:
+    """Move the checkpoint on to ``seq`` without applying it (it was parked); return it."""
+    async with sessions() as session, session.begin():
+        applied = await checkpoint(session, projection.name, lock=True)
+        if seq <= applied:
+            return applied
+        if applied == 0:
+            await session.execute(
+                insert_ignoring(session, checkpoints, {"name": projection.name, "seq": 0})
+            )
+        await session.execute(
+            update(checkpoints).where(checkpoints.c.name == projection.name).values(seq=seq)
+        )
+        return seq
 
 
 async def apply_batch(

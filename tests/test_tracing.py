@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind
 from adapters.nats_server import EmbeddedNatsServer
 from adapters.tracing import NO_TRACING
 from api.settings import Settings
-from handlers.projector import start_projection
+from handlers.projector import Parking, start_projection
 from projections.tasks import TASKS
 from tests.conftest import Service, delete_stream, free_port
 from tests.faults.harness import ServeProcess, service_env
@@ -191,7 +191,13 @@ async def test_a_batch_of_several_traces_is_applied_once_and_shown_in_each(
     # Every event is in the stream before the projector starts: one fetch takes all three.
     rt = service.runtime
     projector = await start_projection(
-        rt.store, TASKS, rt.sessions, rt.progress, metrics=rt.metrics, tracing=rt.tracing
+        rt.store,
+        TASKS,
+        rt.sessions,
+        rt.progress,
+        metrics=rt.metrics,
+        parking=Parking(rt.commands),
+        tracing=rt.tracing,
     )
     try:
         spans = await spans_until(exporter, lambda s: len(named(s, "projection tasks")) == 3)
