@@ -33,7 +33,7 @@ from handlers.access import issue_api_key
 from projections.base import Projection
 from slices.catalogue import CATALOGUE
 from slices.slice import Catalogue
-from tests.conftest import PromptServer, Service, api_client, free_port
+from tests.conftest import PromptServer, Service, api_client, delete_stream, free_port
 from tests.test_serve import JETFLOW
 
 probe_metadata = MetaData()
@@ -108,8 +108,12 @@ async def probed(
         if (await service.http.get("/parked")).status_code == 200:
             break
         await asyncio.sleep(0.05)
-    yield service
-    await service.stop()
+    try:
+        yield service
+    finally:
+        await service.stop()
+        # Its ev.> would overlap every later test's stream on the session's nats-server.
+        await delete_stream(settings, nats_server.url)
 
 
 async def until(http: httpx.AsyncClient, path: str, check: Callable[[Any], bool]) -> Any:
