@@ -72,7 +72,7 @@ async def drive(serve: ServeProcess, receiver: Receiver, run: Run) -> None:
     key = serve.api_key
     assert key is not None
     token = bearer("carol", "operator")
-    run.secrets += [key, key.rsplit("_", 1)[1], token, JWT_SECRET, WEBHOOK_SECRET, SECRET_KEY]
+    run.secrets += [key, key.split("_", 2)[2], token, JWT_SECRET, WEBHOOK_SECRET, SECRET_KEY]
     base = f"{serve.base_url}/api/v1"
     async with (
         httpx.AsyncClient(base_url=base, headers={"X-API-Key": key}, timeout=30) as admin,
@@ -98,7 +98,7 @@ async def drive(serve: ServeProcess, receiver: Receiver, run: Run) -> None:
         run.request_ids["jwt"] = as_carol.headers["X-Request-Id"]
 
         wrong = "jfk_" + "0" * 16 + "_" + "w" * 43
-        run.secrets.append(wrong.rsplit("_", 1)[1])
+        run.secrets.append(wrong.split("_", 2)[2])
         refused = await anonymous.get("/tasks", headers={"X-API-Key": wrong})
         assert refused.status_code == 401, refused.text
 

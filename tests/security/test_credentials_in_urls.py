@@ -35,7 +35,7 @@ async def test_tokens_and_refer_keys_are_redacted_from_the_log(embedded: Embedde
     await asyncio.sleep(0.5)  # let the access log reach the file
 
     log = await asyncio.to_thread(embedded.serve.log_path.read_text)
-    secret = key.rsplit("_", 1)[1]
+    secret = key.split("_", 2)[2]
     assert "/api/v1/events/stream?token=[redacted]" in log
     assert secret not in log
     assert refer_key not in log
