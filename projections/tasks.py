@@ -54,6 +54,10 @@ tasks = Table(
     Column("finished_at", DateTime(timezone=True)),
     Column("run_time_s", Float),
     Column("last_seq", BigInteger, nullable=False),
+    # The stream sequence of the task's TaskSubmitted: a stable integer alias for the seed's
+    # clients (it survives replay, which rebuilds this column from the same events).
+    Column("created_seq", BigInteger, nullable=False),
+    Index("ix_tasks_created_seq", "created_seq", unique=True),
     Index("ix_tasks_queue", "status", "priority", "submitted_at"),
     Index("ix_tasks_node", "node_id", "status"),
 )
@@ -104,6 +108,7 @@ def apply_task_event(rows: RowBatch, event: RecordedEvent) -> None:
                     "progress": 0.0,
                     "submitted_at": at,
                     "last_seq": event.seq,
+                    "created_seq": event.seq,
                 }
             )
             return
