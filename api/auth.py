@@ -131,7 +131,7 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
     ) -> AuthenticationResult:
         token = presented_token(connection)
         if token is None:
-            return AuthenticationResult(user=None, auth=None)
+            return AuthenticationResult(user=_anonymous(connection), auth=None)
         failures: AuthFailureLimiter = connection.app.state["auth_failures"]
         address = failures.admit(connection.scope)
         try:
@@ -141,6 +141,22 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
             raise
         log_context.note(actor=principal.actor)
         return AuthenticationResult(user=principal, auth=token)
+
+
+ANONYMOUS = "anonymous"
+# The credential of every anonymous caller: its rate-limit bucket is still per client address.
+ANONYMOUS_CREDENTIAL = "anonymous"
+
+
+def _anonymous(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
+    """The caller without credentials: nobody (the guard refuses it where a policy needs a
+    role), or user ``anonymous`` in ``JETFLOW_ANONYMOUS_ROLE`` when the operator opened the
+    service to the seeds' credential-less clients. One rule for every route."""
+    runtime: Runtime = connection.app.state["runtime"]
+    role = runtime.settings.anonymous_role
+    if role is None:
+        return None
+    return Principal(ANONYMOUS, Role(role), ANONYMOUS_CREDENTIAL)
 
 
 async def _verified(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> Principal:
@@ -210,7 +226,7 @@ def rate_limit(per_minute: int, proxies: TrustedProxies) -> DefineMiddleware:
 
     def identify(scope: Scope) -> str:
         principal = scope.get("user")
-        if isinstance(principal, Principal):
+        if isinstance(principal, Principal) and principal.credential != ANONYMOUS_CREDENTIAL:
             return principal.credential
         return f"addr:{proxies.client(scope)}"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,23 @@ from adapters import tracing
 from adapters.credentials import check_jwt_key
 from adapters.event_store import StreamSettings
 from api.client_address import TrustedProxies
+from domain.access import Role
 
 LOG_FORMATS = ("auto", "json", "console")
+# Where a seed adapter is served: "on" (the seed's own paths, at the root), "off", or a prefix.
+SEED_PREFIX = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
+ROLES = tuple(role.value for role in Role)
+
+
+def seed_mount(name: str, value: str) -> str | None:
+    """The path prefix a seed adapter is mounted under ("" for the root), or None when off."""
+    if value == "on":
+        return ""
+    if value == "off":
+        return None
+    if SEED_PREFIX.match(value):
+        return value
+    raise ValueError(f"{name} must be on, off or a path prefix such as /idle, not {value!r}")
 
 
 def _env(name: str, default: str) -> str:
@@ -120,6 +136,11 @@ class Settings:
     tracer_provider: Any = None
     # `jetflow serve`'s log lines: "json", "console" (for people) or "auto" (console on a TTY).
     log_format: str = "auto"
+    # The idle-compute seed's routes: "on" (its own paths at the root), "off", or a prefix.
+    seed_idle_compute: str = "on"
+    # The role unauthenticated callers get, as user "anonymous" (None: they are refused); for
+    # the seeds' clients, which ran without credentials in development.
+    anonymous_role: str | None = None
 
     def __post_init__(self) -> None:
         check_jwt_key(self.jwt_algorithm, self.jwt_key)
@@ -140,6 +161,12 @@ class Settings:
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+        seed_mount("JETFLOW_SEED_IDLE_COMPUTE", self.seed_idle_compute)
+        if self.anonymous_role is not None and self.anonymous_role not in ROLES:
+            raise ValueError(
+                f"JETFLOW_ANONYMOUS_ROLE must be one of {', '.join(ROLES)}, "
+                f"not {self.anonymous_role!r}"
+            )
         if self.ready_max_lag_events < 0:
             raise ValueError("JETFLOW_READY_MAX_LAG_EVENTS must be 0 or more")
 
@@ -202,4 +229,6 @@ class Settings:
             park_after_attempts=int(_env("JETFLOW_PARK_AFTER_ATTEMPTS", "5")),
             tracing=_tracing(),
             log_format=_env("JETFLOW_LOG_FORMAT", "auto"),
+            seed_idle_compute=_env("JETFLOW_SEED_IDLE_COMPUTE", "on"),
+            anonymous_role=os.environ.get("JETFLOW_ANONYMOUS_ROLE") or None,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
 import socket
@@ -15,6 +16,22 @@ from api.settings import Settings
 
 if TYPE_CHECKING:
     from api.runtime import Runtime
+
+
+def anonymous_warning(anonymous_role: str | None, host: str) -> str | None:
+    """What to warn of when callers without credentials are let in on an address others can
+    reach: ``JETFLOW_ANONYMOUS_ROLE`` is meant for a developer's own machine."""
+    if anonymous_role is None or host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host.strip("[]")).is_loopback:
+            return None
+    except ValueError:  # a host name: others may reach it
+        pass
+    return (
+        f"JETFLOW_ANONYMOUS_ROLE={anonymous_role} on {host}: anyone who reaches this address "
+        f"acts as user anonymous with the {anonymous_role} role, without credentials"
+    )
 
 
 async def serve(settings: Settings, host: str | None, port: int | None) -> int:
@@ -49,6 +66,8 @@ async def serve(settings: Settings, host: str | None, port: int | None) -> int:
         proxy_headers=False,
     )
     server = _Server(config, runtime)
+    if warning := anonymous_warning(settings.anonymous_role, config.host):
+        logging.getLogger("jetflow").warning(warning)
     logging.getLogger("jetflow").info("NATS at %s", runtime.nats_url)
     # uvicorn re-raises the signal that stopped it once it has shut down; with the default
     # handlers that would kill the process before the runtime (and its embedded nats-server)
