@@ -38,8 +38,11 @@ def create_app(runtime: Runtime) -> Litestar:
     """Build the app around an already started runtime (its lifetime is the caller's)."""
     settings = runtime.settings
     proxies = TrustedProxies.parse(settings.trusted_proxies)
+    seeds = [r for mount in runtime.catalogue.mounts if (r := mount(settings)) is not None]
+    # A seed served at the root answers ``/`` itself (with jetflow's document inside).
+    root = () if any(r.path == "/" for r in seeds) else ROOT_ROUTES
     app = App(
-        route_handlers=[api_v1(runtime.catalogue.routes), MetricsController, *ROOT_ROUTES],
+        route_handlers=[api_v1(runtime.catalogue.routes), MetricsController, *root, *seeds],
         dependencies=dependencies(runtime),
         exception_handlers=EXCEPTION_HANDLERS,
         # Request metrics outermost, so refusals by authentication are counted too; then

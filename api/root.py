@@ -28,8 +28,8 @@ class ServiceDocument(Answer):
     authentication: str
 
 
-@get("/", opt=PUBLIC, tags=["system"], summary="Where the API, its description and keys are")
-async def service_document() -> ServiceDocument:
+def jetflow_document() -> ServiceDocument:
+    """jetflow's own answer at ``/``; a seed adapter served at the root carries it in its own."""
     return ServiceDocument(
         service="jetflow",
         version=VERSION,
@@ -44,6 +44,11 @@ async def service_document() -> ServiceDocument:
             "the service's data folder."
         ),
     )
+
+
+@get("/", opt=PUBLIC, tags=["system"], summary="Where the API, its description and keys are")
+async def service_document() -> ServiceDocument:
+    return jetflow_document()
 
 
 ROUTES = (service_document,)

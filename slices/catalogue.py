@@ -13,6 +13,7 @@ from slices import (
     operations,
     pipelines,
     render,
+    seed_idle_compute,
     tasks,
     uploads,
     violations,
@@ -32,5 +33,6 @@ CATALOGUE = Catalogue(
         webhooks.SLICE,
         access.SLICE,
         operations.SLICE,
+        seed_idle_compute.SLICE,
     )
 )

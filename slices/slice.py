@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from faststream.nats import NatsBroker
+from litestar import Router
 from litestar.types import ControllerRouterHandler
 
 from domain.base import Aggregate, AggregateIndex
@@ -25,6 +26,7 @@ from projections.base import Projection
 
 if TYPE_CHECKING:
     from api.runtime import Runtime
+    from api.settings import Settings
 
 # Each piece is wired to the running service by a small function of the runtime, so a slice
 # names what it needs (the command service, sessions, a setting) where it declares it.
@@ -32,6 +34,9 @@ Subjects = Callable[[NatsBroker, "Runtime"], None]
 TimerCheck = Callable[["Runtime", datetime], Awaitable[int]]
 ProcessManager = Callable[["Runtime"], Awaitable[asyncio.Task[None]]]
 Seed = Callable[["Runtime"], Awaitable[None]]
+# A seed adapter: the router of a seed's own paths outside /api/v1, where the settings put it
+# (None: turned off).
+Mount = Callable[["Settings"], Router | None]
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,8 @@ class Slice:
     webhooks: tuple[WebhookSource, ...] = ()
     # Records made at start when they are missing (a catalogue loaded from a file, say).
     seeds: tuple[Seed, ...] = ()
+    # Routers mounted outside /api/v1: a seed's clients keep their own paths.
+    mounts: tuple[Mount, ...] = ()
 
     def __post_init__(self) -> None:
         own = {a.name for a in self.aggregates}
@@ -77,6 +84,7 @@ class Catalogue:
         self.timers = tuple(t for s in self.slices for t in s.timers)
         self.process_managers = tuple(p for s in self.slices for p in s.process_managers)
         self.seeds = tuple(x for s in self.slices for x in s.seeds)
+        self.mounts = tuple(m for s in self.slices for m in s.mounts)
         self.webhook_sources: Mapping[str, WebhookSource] = {
             w.aggregate.name: w for s in self.slices for w in s.webhooks
         }
