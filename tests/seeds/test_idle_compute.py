@@ -124,6 +124,9 @@ async def test_the_seed_errors_in_its_own_words(seed_client: httpx.AsyncClient) 
     )
     unknown = await seed_client.post("/submit_result", json={"task_id": 999, "result": "x"})
     assert (unknown.status_code, unknown.json()) == (404, {"detail": "Task 999 not found"})
+    huge = await seed_client.post("/submit_result", json={"task_id": 10**40, "result": "x"})
+    assert huge.status_code == 422
+    assert huge.json()["detail"].startswith("task_id: ")
     no_code = await seed_client.post("/submit", json={"timeout": 5})
     assert (no_code.status_code, no_code.json()) == (422, {"detail": "code: Field required"})
     bad_json = await seed_client.post(

@@ -18,12 +18,12 @@ from __future__ import annotations
 import hashlib
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, Router, get, post
 from litestar.params import FromPath, JSONBody
 from nats.errors import Error as NatsError
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Row, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,7 +33,17 @@ from api.consistency import wait_for_seq
 from api.dependencies import AppSettings, Commands, Sessions
 from api.errors import ApiError
 from api.health import VERSION
-from api.http import OPERATE, PUBLIC, READ, WORK, Rt, caller, command_context, path_id
+from api.http import (
+    MAX_SEQ,
+    OPERATE,
+    PUBLIC,
+    READ,
+    WORK,
+    Rt,
+    caller,
+    command_context,
+    path_id,
+)
 from api.root import jetflow_document
 from api.seeds.idle_compute.answers import (
     DETAIL_HANDLERS,
@@ -88,7 +98,7 @@ class SubmitBody(SeedBody):
 
 
 class ResultBody(SeedBody):
-    task_id: int
+    task_id: Annotated[int, Field(ge=1, le=MAX_SEQ)]
     result: str
 
 

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from litestar import MediaType, Request, Response
+from litestar.types import ExceptionHandlersMap
 from pydantic import BaseModel, ConfigDict
 
 from adapters.sql import as_utc
@@ -167,4 +168,4 @@ def _detail_refusal(request: Request[Any, Any, Any], exc: Exception) -> Response
 
 
 # Every failure, an unexpected one too (500 "Internal error"), answers in the seed's envelope.
-DETAIL_HANDLERS: dict[type[Exception], Any] = {Exception: _detail_refusal}
+DETAIL_HANDLERS: ExceptionHandlersMap = {Exception: _detail_refusal}
