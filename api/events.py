@@ -184,28 +184,55 @@ class EventFeedController(Controller):
         compact task/node events. Resume with ``from_seq`` = last seen + 1. A client that falls
         behind is closed with code 4008 and a reason naming the sequence to resume from; one
         whose credential ends with 4401; one past the live-feed caps with 4429."""
-        await socket.accept()
-        try:
-            admitted = live.open(socket, FeedFilter(aggregate, aggregate_id, event_type), from_seq)
-        except LiveFeedRefused as refused:
-            await socket.close(code=LIMIT_CLOSE_CODE, reason=close_reason(refused.body))
-            return
-        shown = _visibility(live.store, socket)
-        try:
-            async with admitted as events:
-                gone = asyncio.ensure_future(_until_disconnected(socket, events))
-                try:
-                    await _forward(socket, events, shown, named_feed=feed == "named")
-                finally:
-                    gone.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await gone
-        except WebSocketDisconnect:
-            return
+        render = _named if feed == "named" else _whole
+        await serve_websocket(
+            socket, live, FeedFilter(aggregate, aggregate_id, event_type), from_seq, render
+        )
+
+
+async def _named(event: RecordedEvent) -> dict[str, Any] | None:
+    return named(event)
+
+
+async def _whole(event: RecordedEvent) -> dict[str, Any] | None:
+    return event.as_dict()
+
+
+async def serve_websocket(
+    socket: WebSocket[Any, Any, Any],
+    live: Live,
+    feed_filter: FeedFilter,
+    from_seq: int | None,
+    render: Callable[[RecordedEvent], Awaitable[dict[str, Any] | None]],
+) -> None:
+    """A live feed over a WebSocket, admitted and ended as every feed is; ``render`` turns each
+    event the caller may see into a JSON message, or skips it (None). A seed's feed renders its
+    own messages through the same admission, visibility and close codes."""
+    await socket.accept()
+    try:
+        admitted = live.open(socket, feed_filter, from_seq)
+    except LiveFeedRefused as refused:
+        await socket.close(code=LIMIT_CLOSE_CODE, reason=close_reason(refused.body))
+        return
+    shown = _visibility(live.store, socket)
+    try:
+        async with admitted as events:
+            gone = asyncio.ensure_future(_until_disconnected(socket, events))
+            try:
+                await _forward(socket, events, shown, render)
+            finally:
+                gone.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await gone
+    except WebSocketDisconnect:
+        return
 
 
 async def _forward(
-    socket: WebSocket[Any, Any, Any], events: LiveFeed, shown: OwnedEvents | None, named_feed: bool
+    socket: WebSocket[Any, Any, Any],
+    events: LiveFeed,
+    shown: OwnedEvents | None,
+    render: Callable[[RecordedEvent], Awaitable[dict[str, Any] | None]],
 ) -> None:
     """Send the feed's visible events until it ends, closing with the code that says why."""
     while True:
@@ -226,7 +253,7 @@ async def _forward(
             continue
         if shown is not None and not await shown.visible(event):
             continue
-        message = named(event) if named_feed else event.as_dict()
+        message = await render(event)
         if message is not None:
             await socket.send_json(message)
 

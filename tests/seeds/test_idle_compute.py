@@ -3,10 +3,13 @@ its paths at the root, its bodies, integer task ids, epoch times and ``{"detail"
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
+import websockets
 
 from api.settings import Settings
 from cli.serve import anonymous_warning
@@ -203,6 +206,13 @@ async def test_anonymous_callers_are_refused_by_default(service: Service) -> Non
         assert isinstance(refused.json()["detail"], str)
         assert (await anonymous.get("/get_task")).status_code == 401
         assert (await anonymous.get("/api/v1/tasks")).status_code == 401
+        ws_url = f"{service.base_url.replace('http', 'ws', 1)}/ws/updates"
+        with pytest.raises(websockets.InvalidStatus) as refused_ws:
+            async with websockets.connect(ws_url):
+                pass
+        # A handshake refused before it is accepted is answered 403 by the server (as on
+        # /api/v1/events/ws), whatever the guard's reason.
+        assert refused_ws.value.response.status_code == 403
         # The public service document counts no one's tasks for a caller without credentials.
         assert (await anonymous.get("/")).json()["task_count"] == 0
 
@@ -248,3 +258,28 @@ def test_serve_warns_of_anonymous_access_off_loopback() -> None:
     assert anonymous_warning("admin", "localhost") is None
     assert "JETFLOW_ANONYMOUS_ROLE=admin" in (anonymous_warning("admin", "0.0.0.0") or "")
     assert anonymous_warning("viewer", "example.org") is not None
+
+
+async def test_ws_updates_speaks_the_six_events_with_integer_ids(
+    service: Service, seed_client: httpx.AsyncClient
+) -> None:
+    url = f"{service.base_url.replace('http', 'ws', 1)}/ws/updates"
+    headers = {"X-API-Key": service.admin_key}
+    async with websockets.connect(url, additional_headers=headers) as ws:
+        beat = await seed_client.post("/internal/heartbeat", json={"node_id": "node-001"})
+        assert beat.status_code == 200
+        task_id = (await seed_client.post("/submit", json={"code": "print(1)"})).json()["task_id"]
+        assert (await seed_client.get("/get_task")).json()["task_id"] == task_id
+        await seed_client.post("/submit_result", json={"task_id": task_id, "result": "1"})
+        seen = [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(4)]
+    assert [m["event"] for m in seen] == [
+        "node_joined",
+        "task_created",
+        "task_started",
+        "task_completed",
+    ]
+    assert all(set(m) == {"event", "data"} for m in seen)
+    assert seen[0]["data"]["node_id"] == "node-001"
+    assert [m["data"]["task_id"] for m in seen[1:]] == [task_id] * 3
+    assert [m["data"]["status"] for m in seen[1:]] == ["pending", "running", "completed"]
+    assert seen[2]["data"]["node_id"] == "admin"

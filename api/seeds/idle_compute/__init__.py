@@ -20,7 +20,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from litestar import Controller, Request, Response, Router, get, post
+from litestar import Controller, Request, Response, Router, WebSocket, get, post, websocket
 from litestar.params import FromPath, JSONBody
 from nats.errors import Error as NatsError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,12 +28,16 @@ from sqlalchemy import Row, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from adapters.envelope import RecordedEvent
+from adapters.live_feed import FeedFilter
 from api.auth import ANONYMOUS, principal_of
 from api.consistency import wait_for_seq
-from api.dependencies import AppSettings, Commands, Sessions
+from api.dependencies import AppSettings, Commands, Live, Sessions
 from api.errors import ApiError
+from api.events import named, serve_websocket
 from api.health import VERSION
 from api.http import (
+    LIVE_READ,
     MAX_SEQ,
     OPERATE,
     PUBLIC,
@@ -45,6 +49,7 @@ from api.http import (
     path_id,
 )
 from api.root import jetflow_document
+from api.runtime import Runtime
 from api.seeds.idle_compute.answers import (
     DETAIL_HANDLERS,
     SEED_STATUS,
@@ -67,7 +72,7 @@ from api.seeds.idle_compute.answers import (
 )
 from api.settings import Settings, seed_mount
 from domain.base import DomainError
-from domain.tasks import NodeId, NodeOffer, TaskStatus
+from domain.tasks import TASK, NodeId, NodeOffer, TaskStatus
 from handlers.tasks import (
     HeartbeatRequest,
     ResultRequest,
@@ -414,6 +419,28 @@ class IdleComputeController(Controller):
             ),
         )
 
+    @websocket("/ws/updates", opt=LIVE_READ, name="seed_idle_compute_updates")
+    async def updates(self, socket: WebSocket[Any, Any, Any], live: Live, runtime: Rt) -> None:
+        """The seed's six events (task_created, task_started, task_completed, task_failed,
+        node_joined, node_left) as ``{"event", "data"}``, tasks named by their integer id;
+        the live feed's admission, visibility and close codes are ``/api/v1/events/ws``'s."""
+        aliases: dict[str, int] = {}
+
+        async def render(event: RecordedEvent) -> dict[str, Any] | None:
+            message = named(event)
+            if message is None:
+                return None
+            data = dict(message["data"])
+            if event.aggregate == TASK.name:
+                alias = await _seed_alias(runtime, aliases, event)
+                if alias is None:
+                    return None
+                data["task_id"] = alias
+                data["status"] = SEED_STATUS[data["status"]]
+            return {"event": message["event"], "data": data}
+
+        await serve_websocket(socket, live, FeedFilter(None, None, None), None, render)
+
     @post("/internal/heartbeat", opt=WORK, status_code=200, summary="Node heartbeat (seed)")
     async def heartbeat(
         self,
@@ -431,6 +458,27 @@ class IdleComputeController(Controller):
         return HeartbeatRecorded(
             status="ok", node_id=node_id, message=f"Heartbeat from {node_id} recorded"
         )
+
+
+async def _seed_alias(
+    runtime: Runtime, aliases: dict[str, int], event: RecordedEvent
+) -> int | None:
+    """The integer id of the task ``event`` is about: its own sequence when it creates the task,
+    else the read model's ``created_seq`` (waited for: the creation precedes the event); None
+    if the read model has no such task (its creation parked)."""
+    task_id = event.aggregate_id
+    if event.type == "TaskSubmitted":
+        aliases[task_id] = event.seq
+    if task_id not in aliases:
+        await wait_for_seq(runtime, (TASKS,), event.seq)
+        async with runtime.sessions() as session:
+            created = await session.scalar(
+                select(tasks.c.created_seq).where(tasks.c.task_id == task_id)
+            )
+        if created is None:
+            return None
+        aliases[task_id] = int(created)
+    return aliases[task_id]
 
 
 async def _node_counts(session: AsyncSession) -> NodeCounts:
