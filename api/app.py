@@ -39,7 +39,7 @@ def create_app(runtime: Runtime) -> Litestar:
     settings = runtime.settings
     proxies = TrustedProxies.parse(settings.trusted_proxies)
     seeds = [r for mount in runtime.catalogue.mounts if (r := mount(settings)) is not None]
-    # A seed served at the root answers ``/`` itself (with jetflow's document inside).
+    # A seed served at the root answers ``/`` itself (with jetflow's pointers beside its own).
     root = () if any(r.path == "/" for r in seeds) else ROOT_ROUTES
     app = App(
         route_handlers=[api_v1(runtime.catalogue.routes), MetricsController, *root, *seeds],
