@@ -11,8 +11,13 @@ import httpx
 import pytest
 import websockets
 
+from adapters.envelope import Metadata
 from api.settings import Settings
 from cli.serve import anonymous_warning
+from handlers.commands import CommandContext
+from handlers.projector import rebuild
+from handlers.tasks import SubmitTaskRequest, submit_task
+from projections.tasks import TASKS
 from tests.conftest import Service
 
 Factory = Callable[..., Awaitable[Service]]
@@ -283,3 +288,24 @@ async def test_ws_updates_speaks_the_six_events_with_integer_ids(
     assert [m["data"]["task_id"] for m in seen[1:]] == [task_id] * 3
     assert [m["data"]["status"] for m in seen[1:]] == ["pending", "running", "completed"]
     assert seen[2]["data"]["node_id"] == "admin"
+
+
+async def test_integer_ids_survive_a_rebuild_of_the_read_model(service_factory: Factory) -> None:
+    # Without projectors, so that nothing but the rebuilds writes the read model.
+    service = await service_factory(projectors=False)
+    runtime = service.runtime
+    context = CommandContext(Metadata(actor="user:admin"), None, None)
+    outcomes = [
+        await submit_task(runtime.commands, SubmitTaskRequest(code=f"print({n})"), context)
+        for n in (1, 2)
+    ]
+    ids = [outcome.first_seq for outcome in outcomes]
+    headers = {"X-API-Key": service.admin_key}
+    async with httpx.AsyncClient(base_url=service.base_url, headers=headers) as client:
+        await rebuild(runtime.store, runtime.engine, runtime.sessions, TASKS)
+        before = [(await client.get(f"/status/{n}")).json() for n in ids]
+        await rebuild(runtime.store, runtime.engine, runtime.sessions, TASKS)
+        after = [(await client.get(f"/status/{n}")).json() for n in ids]
+    assert [s["task_id"] for s in before] == ids
+    assert [s["status"] for s in before] == ["pending", "pending"]
+    assert after == before
