@@ -6,6 +6,7 @@ Writes answer 202 with the stream sequence of their last event (body ``seq`` and
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.dependencies import AppSettings, Commands, ReadAfter, Sessions, read_after
 from api.errors import ApiError
@@ -282,54 +284,76 @@ class TaskController(Controller):
         dependencies={"read_after": read_after(TASKS, NODES)},
     )
     async def stats(self, request: Request[Any, Any, Any], read_after: ReadAfter) -> TaskStats:
-        hour_ago = datetime.now(UTC) - timedelta(hours=1)
-        completed = tasks.c.status == TaskStatus.COMPLETED.value
         async with read_after() as session:
-            by_status = dict(
-                (
-                    await session.execute(
-                        scoped(
-                            select(tasks.c.status, func.count()), tasks.c.owner, request
-                        ).group_by(tasks.c.status)
-                    )
-                ).all()
-            )
-            avg_time, compute_s = (
-                await session.execute(
-                    scoped(
-                        select(func.avg(tasks.c.run_time_s), func.sum(tasks.c.run_time_s)),
-                        tasks.c.owner,
-                        request,
-                    ).where(completed)
-                )
-            ).one()
-            last_hour = await session.scalar(
-                scoped(select(func.count()), tasks.c.owner, request).where(
-                    completed, tasks.c.finished_at >= hour_ago
-                )
-            )
-            node_rows = (await session.execute(select(nodes.c.node_id, nodes.c.status))).all()
-            held = await _tasks_held(session)
-        online = [n for n, s in node_rows if s == "online"]
-        busy = sum(1 for n in online if held.get(n, 0))
+            reading = await read_task_stats(session, owner_scope(request))
         return TaskStats(
             time_period="all_time",
             tasks=TaskCounts(
-                total=sum(by_status.values()),
-                **{s.value: int(by_status.get(s.value, 0)) for s in TaskStatus},
-                avg_time=round(float(avg_time), 3) if avg_time is not None else None,
+                total=reading.total,
+                **{s.value: reading.by_status.get(s.value, 0) for s in TaskStatus},
+                avg_time=reading.avg_time,
             ),
-            nodes=NodeCounts(
-                total=len(node_rows),
-                idle=len(online) - busy,
-                busy=busy,
-                offline=len(node_rows) - len(online),
-            ),
-            throughput=Throughput(
-                tasks_per_hour=int(last_hour or 0),
-                compute_hours=round(float(compute_s or 0) / 3600, 6),
-            ),
+            nodes=reading.nodes,
+            throughput=reading.throughput,
         )
+
+
+@dataclass(frozen=True)
+class TaskStatsReading:
+    """What a stats answer is made of, read once for ``/api/v1/tasks/stats`` and for the
+    idle-compute seed's ``/stats``, which only name the statuses differently."""
+
+    by_status: dict[str, int]
+    avg_time: float | None
+    nodes: NodeCounts
+    throughput: Throughput
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_status.values())
+
+
+async def read_task_stats(session: AsyncSession, scope: str | None) -> TaskStatsReading:
+    """Counts by status, run times and throughput of ``scope``'s tasks (everyone's for None),
+    and the nodes: online ones holding a task are busy."""
+
+    def owned(query: Any) -> Any:
+        return query if scope is None else query.where(tasks.c.owner == scope)
+
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    completed = tasks.c.status == TaskStatus.COMPLETED.value
+    rows = await session.execute(
+        owned(select(tasks.c.status, func.count())).group_by(tasks.c.status)
+    )
+    by_status = {status: int(n) for status, n in rows.all()}
+    avg_time, compute_s = (
+        await session.execute(
+            owned(select(func.avg(tasks.c.run_time_s), func.sum(tasks.c.run_time_s))).where(
+                completed
+            )
+        )
+    ).one()
+    last_hour = await session.scalar(
+        owned(select(func.count())).where(completed, tasks.c.finished_at >= hour_ago)
+    )
+    node_rows = (await session.execute(select(nodes.c.node_id, nodes.c.status))).all()
+    held = await _tasks_held(session)
+    online = [n for n, s in node_rows if s == "online"]
+    busy = sum(1 for n in online if held.get(n, 0))
+    return TaskStatsReading(
+        by_status=by_status,
+        avg_time=round(float(avg_time), 3) if avg_time is not None else None,
+        nodes=NodeCounts(
+            total=len(node_rows),
+            idle=len(online) - busy,
+            busy=busy,
+            offline=len(node_rows) - len(online),
+        ),
+        throughput=Throughput(
+            tasks_per_hour=int(last_hour or 0),
+            compute_hours=round(float(compute_s or 0) / 3600, 6),
+        ),
+    )
 
 
 async def _tasks_held(session: Any) -> dict[str, int]:

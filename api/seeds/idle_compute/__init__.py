@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, Router, WebSocket, get, post, websocket
@@ -26,7 +25,6 @@ from nats.errors import Error as NatsError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Row, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.envelope import RecordedEvent
 from adapters.live_feed import FeedFilter
@@ -71,6 +69,7 @@ from api.seeds.idle_compute.answers import (
     epoch,
 )
 from api.settings import Settings, seed_mount
+from api.tasks import read_task_stats
 from domain.base import DomainError
 from domain.tasks import TASK, NodeId, NodeOffer, TaskStatus
 from handlers.tasks import (
@@ -82,11 +81,10 @@ from handlers.tasks import (
     report_result,
     submit_task,
 )
-from projections.tasks import NODES, TASKS, nodes, tasks
+from projections.tasks import NODES, TASKS, tasks
 
 # /results answers the newest this many; ``count`` is all of them.
 RESULTS_MAX = 1000
-HELD = (TaskStatus.ASSIGNED.value, TaskStatus.RUNNING.value)
 Health = Literal["healthy", "unhealthy"]
 
 
@@ -379,44 +377,23 @@ class IdleComputeController(Controller):
 
     @get("/stats", opt=READ, summary="Counts, run times, nodes and throughput (seed)")
     async def stats(self, request: Request[Any, Any, Any], sessions: Sessions) -> SeedStats:
-        completed = tasks.c.status == TaskStatus.COMPLETED.value
-        hour_ago = datetime.now(UTC) - timedelta(hours=1)
         async with sessions() as session:
-            by_status = dict.fromkeys(SEED_STATUS.values(), 0)
-            for status, n in (
-                await session.execute(
-                    _scoped(select(tasks.c.status, func.count()), request).group_by(tasks.c.status)
-                )
-            ).all():
-                by_status[SEED_STATUS[status]] += int(n)
-            avg_time, compute_s = (
-                await session.execute(
-                    _scoped(
-                        select(func.avg(tasks.c.run_time_s), func.sum(tasks.c.run_time_s)), request
-                    ).where(completed)
-                )
-            ).one()
-            last_hour = await session.scalar(
-                _scoped(select(func.count()), request).where(
-                    completed, tasks.c.finished_at >= hour_ago
-                )
-            )
-            node_counts = await _node_counts(session)
+            reading = await read_task_stats(session, _scope(request))
+        by_status = dict.fromkeys(SEED_STATUS.values(), 0)
+        for status, n in reading.by_status.items():
+            by_status[SEED_STATUS[status]] += n
         return SeedStats(
             time_period="all_time",
             tasks=TaskCounts(
-                total=sum(by_status.values()),
+                total=reading.total,
                 completed=by_status["completed"],
                 pending=by_status["pending"],
                 running=by_status["running"],
                 failed=by_status["failed"],
-                avg_time=round(float(avg_time), 3) if avg_time is not None else None,
+                avg_time=reading.avg_time,
             ),
-            nodes=node_counts,
-            throughput=Throughput(
-                tasks_per_hour=int(last_hour or 0),
-                compute_hours=round(float(compute_s or 0) / 3600, 6),
-            ),
+            nodes=NodeCounts.model_validate(reading.nodes.model_dump()),
+            throughput=Throughput.model_validate(reading.throughput.model_dump()),
         )
 
     @websocket("/ws/updates", opt=LIVE_READ, name="seed_idle_compute_updates")
@@ -479,23 +456,6 @@ async def _seed_alias(
             return None
         aliases[task_id] = int(created)
     return aliases[task_id]
-
-
-async def _node_counts(session: AsyncSession) -> NodeCounts:
-    """Nodes as ``/api/v1/nodes`` counts them: online ones holding a task are busy."""
-    held = set(
-        (
-            await session.execute(
-                select(tasks.c.node_id).where(tasks.c.status.in_(HELD)).distinct()
-            )
-        ).scalars()
-    )
-    rows = (await session.execute(select(nodes.c.node_id, nodes.c.status))).all()
-    online = [node for node, status in rows if status == "online"]
-    busy = sum(1 for node in online if node in held)
-    return NodeCounts(
-        total=len(rows), idle=len(online) - busy, busy=busy, offline=len(rows) - len(online)
-    )
 
 
 def mount(settings: Settings) -> Router | None:
