@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from nats.js.errors import NotFoundError
-
 from api.errors import ApiError
 from api.runtime import Runtime
-from handlers.projector import consumer_name
+from handlers.projector import events_behind, projection_consumer
 from projections.base import Projection
 
 POLL_S = 0.05
@@ -25,11 +23,9 @@ async def _reached(runtime: Runtime, projection: Projection, seq: int) -> bool:
         return True
     if await runtime.store.last_seq() < seq:
         return False
-    try:
-        info = await runtime.store.js.consumer_info(runtime.store.stream, consumer_name(projection))
-    except NotFoundError:  # no projector has ever run: nothing is applied
-        return False
-    return info.num_pending == 0 and info.num_ack_pending == 0
+    consumer = await projection_consumer(runtime.store, projection)
+    # No consumer: no projector has ever run, so nothing is applied.
+    return consumer is not None and events_behind(consumer) == 0
 
 
 async def wait_for_seq(runtime: Runtime, projections: tuple[Projection, ...], seq: int) -> None:

@@ -27,7 +27,7 @@ from api.auth import principal_of
 from api.http import PUBLIC, Rt
 from domain.access import Role
 from handlers.parking import parked_counts
-from handlers.projector import consumer_name
+from handlers.projector import consumer_name, events_behind
 
 # The installed distribution's version: pyproject.toml is its one source.
 VERSION = version("jetflow")
@@ -161,7 +161,7 @@ class HealthController(Controller):
                 )
                 projections[projection.name] = ProjectionLag(
                     applied_seq=runtime.progress.applied.get(projection.name, 0),
-                    lag_events=(consumer.num_pending or 0) + (consumer.num_ack_pending or 0),
+                    lag_events=events_behind(consumer),
                     parked_events=parked.get(projection.name, 0),
                     halted=projection.name in runtime.progress.halted,
                 )

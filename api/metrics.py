@@ -42,7 +42,7 @@ from domain.deployments import DeploymentStatus
 from domain.render import RenderStatus
 from domain.tasks import TaskStatus
 from handlers.parking import parked_counts
-from handlers.projector import consumer_name
+from handlers.projector import events_behind, projection_consumer
 from projections.base import Projection
 from projections.deployments import deployments, webhook_backlog
 from projections.render import render_jobs
@@ -113,11 +113,10 @@ async def _lag(
 ) -> tuple[int | None, float | None]:
     """Events the projection's consumer has not had acknowledged, and the oldest one's age."""
     js, stream = runtime.store.js, runtime.store.stream
-    try:
-        consumer = await js.consumer_info(stream, consumer_name(projection))
-    except NotFoundError:
+    consumer = await projection_consumer(runtime.store, projection)
+    if consumer is None:
         return None, None  # no projector has made its consumer yet
-    behind = (consumer.num_pending or 0) + (consumer.num_ack_pending or 0)
+    behind = events_behind(consumer)
     if behind == 0:
         return 0, 0.0
     acked = consumer.ack_floor.stream_seq if consumer.ack_floor else 0

@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.answers import Answer, Sparse
 from api.http import PUBLIC, Rt
 from api.runtime import Runtime
-from handlers.projector import consumer_name
+from handlers.projector import events_behind, projection_consumer
 from projections.base import Projection
 
 # Longest a readiness check may take; orchestrators time a probe out after a second or two.
@@ -151,11 +151,8 @@ async def _projections(runtime: Runtime, bound: int) -> ProjectionsCheck:
 
 async def _lag(runtime: Runtime, projection: Projection) -> int | None:
     """None when the projection has no consumer."""
-    try:
-        info = await runtime.store.js.consumer_info(runtime.store.stream, consumer_name(projection))
-    except NotFoundError:
-        return None
-    return (info.num_pending or 0) + (info.num_ack_pending or 0)
+    consumer = await projection_consumer(runtime.store, projection)
+    return None if consumer is None else events_behind(consumer)
 
 
 # Mounted beside ``api.health`` under /api/v1 by the operations slice.

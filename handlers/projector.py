@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import NotFoundError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -50,6 +50,22 @@ log = logging.getLogger(__name__)
 
 def consumer_name(projection: Projection) -> str:
     return f"projection-{projection.name}"
+
+
+async def projection_consumer(
+    store: JetStreamEventStore, projection: Projection
+) -> ConsumerInfo | None:
+    """The projection's durable consumer as JetStream sees it; None before a projector made it."""
+    try:
+        return await store.js.consumer_info(store.stream, consumer_name(projection))
+    except NotFoundError:
+        return None
+
+
+def events_behind(consumer: ConsumerInfo) -> int:
+    """What the projection has yet to apply: events not delivered to its consumer, and those
+    delivered but not acknowledged (health, metrics, readiness and read-your-writes all ask)."""
+    return (consumer.num_pending or 0) + (consumer.num_ack_pending or 0)
 
 
 @dataclass
